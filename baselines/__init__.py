@@ -1,0 +1,1 @@
+"""Comparison policies: fair share, FIFO and Spark-native FAIR."""

@@ -1,0 +1,1 @@
+"""Spark integration: local standalone cluster lifecycle and the live engine."""
