@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.optimize import OptimizeWarning, curve_fit, nnls
+from scipy.optimize import curve_fit, minimize_scalar, nnls
 
 PREDICTORS = ("curvefit", "geometric")
 FAMILIES = ("constant", "sublinear", "exponential")
@@ -43,6 +43,11 @@ class LossModel:
     k_now: float
     loss_now: float
     residual: float = 0.0
+    fitted_at: float = 0.0
+
+    def rebase(self, k_now: float, loss_now: float) -> LossModel:
+        """The same curve shape anchored at a newer point (cheap stand-in for a refit)."""
+        return replace(self, k_now=float(k_now), loss_now=float(loss_now))
 
     def raw(self, k: np.ndarray) -> np.ndarray:
         """The fitted curve itself at absolute iteration numbers ``k``."""
@@ -146,47 +151,65 @@ def _weights(n: int) -> np.ndarray:
     return np.maximum(RECENCY ** np.arange(n - 1, -1, -1, dtype=float), MIN_WEIGHT)
 
 
-def _sublinear_log(k: np.ndarray, la: float, lb: float, lc: float, d: float) -> np.ndarray:
-    return 1.0 / (np.exp(la) * k * k + np.exp(lb) * k + np.exp(lc)) + d
+def _sublinear(k: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
+    return 1.0 / (a * k * k + b * k + c) + d
 
 
-def _exponential_log(k: np.ndarray, la: float, lr: float, c: float) -> np.ndarray:
-    return np.exp(la - np.exp(lr) * k) + c
+def _exponential(k: np.ndarray, amp: float, r: float, c: float) -> np.ndarray:
+    return amp * np.exp(-r * k) + c
+
+
+def _linearized(family: str, k: np.ndarray, y: np.ndarray, w: np.ndarray, floor: float):
+    """Best parameters for a fixed asymptote: both families are linear in a transform of y."""
+    gap = np.maximum(y - floor, 1e-300)
+    sw = np.sqrt(w)
+    if family == "sublinear":
+        # 1 / (y - d) = a k^2 + b k + c
+        a, b, c = np.polyfit(k, 1.0 / gap, 2, w=sw * gap)
+        return (max(a, 0.0), max(b, 0.0), max(c, 1e-12), floor)
+    # log(y - c) = log A - r k
+    slope, icpt = np.polyfit(k, np.log(gap), 1, w=sw)
+    return (math.exp(min(icpt, 700.0)), max(-slope, 1e-12), floor)
 
 
 def _fit_one(family: str, k: np.ndarray, y: np.ndarray, w: np.ndarray) -> LossModel | None:
+    """Variable projection: 1-D search over the asymptote, closed form for the rest, then
+    a weighted Levenberg-Marquardt polish of all parameters."""
     span = float(y.max() - y.min())
     if not span > 0:
         return None
-    floor = float(y.min()) - 0.05 * span
-    if family == "sublinear":
-        inv = 1.0 / np.maximum(y - floor, 1e-12)
-        coef = np.polyfit(k, inv, 2, w=np.sqrt(w))
-        a0, b0, c0 = (max(float(x), 1e-12) for x in coef)
-        p0, fn = [math.log(a0), math.log(b0), math.log(c0), floor], _sublinear_log
-    else:
-        slope, icpt = np.polyfit(k, np.log(np.maximum(y - floor, 1e-12)), 1, w=np.sqrt(w))
-        p0, fn = [float(icpt), math.log(max(-float(slope), 1e-6)), floor], _exponential_log
+    fn = _sublinear if family == "sublinear" else _exponential
+
+    def params_at(s: float) -> tuple[float, ...]:
+        return _linearized(family, k, y, w, float(y.min()) - span * math.exp(s))
+
+    def loss(s: float) -> float:
+        with np.errstate(all="ignore"):
+            value = float(np.sum(w * (fn(k, *params_at(s)) - y) ** 2))
+        return value if math.isfinite(value) else math.inf
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OptimizeWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore")
+        best_s = minimize_scalar(loss, bounds=(-14.0, 4.0), method="bounded",
+                                 options={"xatol": 1e-4}).x
+        p0 = params_at(best_s)
         try:
-            popt, _ = curve_fit(fn, k, y, p0=p0, sigma=1.0 / np.sqrt(w), maxfev=400)
+            popt, _ = curve_fit(fn, k, y, p0=p0, sigma=1.0 / np.sqrt(w), maxfev=200)
+            if not np.sum(w * (fn(k, *popt) - y) ** 2) < np.sum(w * (fn(k, *p0) - y) ** 2):
+                popt = np.asarray(p0)
         except (RuntimeError, ValueError, FloatingPointError):
             popt = np.asarray(p0)
-    fitted = fn(k, *popt)
-    if not np.all(np.isfinite(fitted)) or not np.all(np.isfinite(popt)):
+    params = tuple(float(p) for p in popt)
+    if family == "sublinear" and (params[0] < 0 or params[1] < 0 or params[2] <= 0):
+        params = p0
+    if family == "exponential" and (params[0] <= 0 or params[1] <= 0):
+        params = p0
+    with np.errstate(all="ignore"):
+        fitted = fn(k, *params)
+    if not np.all(np.isfinite(fitted)) or not all(math.isfinite(p) for p in params):
         return None
     resid = float(np.sum(w * (fitted - y) ** 2) / np.sum(w))
-    if family == "sublinear":
-        la, lb, lc, d = popt
-        params = (math.exp(la), math.exp(lb), math.exp(lc), float(d))
-    else:
-        la, lr, c = popt
-        params = (math.exp(la), math.exp(lr), float(c))
-    if not all(math.isfinite(p) for p in params):
-        return None
-    return LossModel(family, params, float(k[-1]), float(y[-1]), resid)
+    return LossModel(family, tuple(params), float(k[-1]), float(y[-1]), resid, float(k[-1]))
 
 
 def fit_curve(losses: np.ndarray, families: Sequence[str] = ("sublinear", "exponential")) -> LossModel:
@@ -216,9 +239,30 @@ def fit_curve(losses: np.ndarray, families: Sequence[str] = ("sublinear", "expon
     return best
 
 
-def fit_loss_model(losses: np.ndarray, predictor: str = "curvefit") -> LossModel:
-    """Fit the named predictor (``curvefit`` or ``geometric``) to a loss history."""
+def refit_due(n: int, previous: LossModel | None) -> bool:
+    """Whether a curve fit made at ``previous.fitted_at`` is too old for a history of ``n``.
+
+    Fits are refreshed every iteration while the history is short and then every ~n/8
+    iterations (re-anchored at the latest loss in between), which keeps thousands of
+    simulated jobs cheap while tracking the curve closely.
+    """
+    if previous is None or previous.family == "constant" or n < 2 * MIN_POINTS_CURVEFIT:
+        return True
+    return n - previous.fitted_at >= max(1, int(previous.fitted_at) // 8)
+
+
+def fit_loss_model(
+    losses: np.ndarray, predictor: str = "curvefit", previous: LossModel | None = None
+) -> LossModel:
+    """Fit the named predictor (``curvefit`` or ``geometric``) to a loss history.
+
+    For ``curvefit``, a ``previous`` fit that is still fresh (:func:`refit_due`) is re-anchored
+    at the latest loss instead of refitted.
+    """
     if predictor == "curvefit":
+        losses = np.asarray(losses, float)
+        if not refit_due(losses.size, previous):
+            return previous.rebase(losses.size, losses[-1])
         return fit_curve(losses)
     if predictor == "geometric":
         return fit_geometric(losses)

@@ -66,12 +66,16 @@ class LossHistory:
         """Each iteration's loss decrease divided by the largest decrease up to that point."""
         return normalized_changes(self.losses)
 
-    def model(self, predictor: str, fit: Callable[[np.ndarray, str], Any]) -> Any:
-        """Fit (or reuse) the ``predictor`` model for the current history."""
+    def model(self, predictor: str, fit: Callable[[np.ndarray, str, Any], Any]) -> Any:
+        """Fit (or reuse) the ``predictor`` model for the current history.
+
+        ``fit(losses, predictor, previous)`` receives the previous model so it may update it
+        incrementally.
+        """
         cached = self._models.get(predictor)
         if cached is not None and cached[0] == self._n:
             return cached[1]
-        fitted = fit(self.losses, predictor)
+        fitted = fit(self.losses, predictor, None if cached is None else cached[1])
         self._models[predictor] = (self._n, fitted)
         return fitted
 

@@ -1,0 +1,20 @@
+"""Spark's own FAIR scheduler as a baseline.
+
+Live, the engine submits every partition of every job each iteration into equal-weight FAIR
+pools and lets Spark share the task slots (``native_fair``); the allocation below is only what
+the simulator and the allocation log use, and equals fair sharing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from baselines.fair import FairPolicy
+
+
+@dataclass
+class SparkFairPolicy(FairPolicy):
+    """Spark-native FAIR pools (engine-level); equal shares in simulation."""
+
+    name: str = "spark-fair"
+    native_fair: bool = True

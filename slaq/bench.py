@@ -1,0 +1,104 @@
+"""Benchmarks of the scheduler itself: decision time and loss-prediction error."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from slaq.policy import ClusterView, JobView
+from slaq.predict import RuntimeModel
+from slaq.quality import LossHistory
+from slaq.scheduler import SlaqPolicy
+from slaq.sim import synthetic_curve
+
+log = logging.getLogger(__name__)
+
+
+def synthetic_views(n_jobs: int, seed: int, history: int = 20) -> list[JobView]:
+    """Jobs with 1/k-like loss histories of random scale, as in the prototype's benchmark."""
+    rng = np.random.default_rng(seed)
+    views = []
+    for i in range(n_jobs):
+        k = np.arange(1, history + 1, dtype=float)
+        losses = rng.uniform(0.5, 2.0) / (k * rng.uniform(0.2, 1.0) + 1.0) + rng.uniform(0, 0.3)
+        runtime = RuntimeModel(prior_work_s=float(rng.uniform(0.5, 4.0)))
+        views.append(JobView(f"j{i}", 0.0, "synthetic", LossHistory(losses), runtime))
+    return views
+
+
+def overhead(
+    jobs: Sequence[int],
+    cores: Sequence[int],
+    repeat: int = 5,
+    predictor: str = "geometric",
+    implementations: Sequence[str] = ("fast", "heap"),
+    seed: int = 0,
+    heap_limit: int = 20_000_000,
+) -> dict[str, Any]:
+    """Decision time of SLAQ's allocation step, fast and heap side by side in one run.
+
+    Loss models are fitted once before timing (live and in simulation they are refitted when a
+    loss arrives, not at decision time); the time to fit them is reported separately. Heap runs
+    whose jobs x cores exceed ``heap_limit`` are skipped (they take minutes).
+    """
+    results = []
+    for n in jobs:
+        views = synthetic_views(n, seed)
+        t0 = time.perf_counter()
+        for v in views:
+            v.loss_model(predictor)
+        fit_ms = (time.perf_counter() - t0) * 1e3
+        for c in cores:
+            cluster = ClusterView(total_cores=c, epoch_s=3.0, now_s=0.0)
+            row: dict[str, Any] = {"jobs": n, "cores": c, "fit_all_ms": fit_ms}
+            allocs = {}
+            for impl in implementations:
+                if impl == "heap" and n * c > heap_limit:
+                    continue
+                policy = SlaqPolicy(predictor=predictor, implementation=impl)
+                times = []
+                for _ in range(repeat):
+                    t = time.perf_counter()
+                    allocs[impl] = policy.allocate(cluster, views)
+                    times.append((time.perf_counter() - t) * 1e3)
+                row[f"{impl}_p50_ms"] = float(np.percentile(times, 50))
+                row[f"{impl}_p99_ms"] = float(np.percentile(times, 99))
+                log.info("jobs=%d cores=%d %s p50=%.1f ms", n, c, impl, row[f"{impl}_p50_ms"])
+            if len(allocs) == 2:
+                row["same_allocation"] = allocs["fast"] == allocs["heap"]
+                row["speedup_p50"] = row["heap_p50_ms"] / row["fast_p50_ms"]
+            results.append(row)
+    return {"predictor": predictor, "repeat": repeat, "results": results}
+
+
+def prediction(
+    families: Sequence[str] = ("sublinear", "exponential", "noisy", "plateau"),
+    jobs_per_family: int = 10,
+    length: int = 60,
+    horizons: Sequence[int] = (1, 5, 10, 20),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Loss-prediction error k iterations ahead on the synthetic families, per predictor."""
+    from slaq.metrics import prediction_errors
+
+    out: dict[str, Any] = {"horizons": list(horizons), "families": {}}
+    for fi, family in enumerate(families):
+        curves = {
+            f"{family}-{i}": synthetic_curve({"family": family}, length, seed * 7919 + fi * 101 + i)
+            for i in range(jobs_per_family)
+        }
+        errors = prediction_errors(curves, horizons=horizons, stride=3)
+        table = errors.groupby(["predictor", "horizon"])["rel_error"].agg(["median", "mean"])
+        out["families"][family] = {
+            pred: {
+                str(h): {"median": float(table.loc[(pred, h), "median"]),
+                         "mean": float(table.loc[(pred, h), "mean"])}
+                for h in horizons
+            }
+            for pred in errors["predictor"].unique()
+        }
+    return out

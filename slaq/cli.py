@@ -1,0 +1,155 @@
+"""The ``slaq`` command: policies, simulate, compare, bench, and (via plug-in modules)
+datasets, run and cluster."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from slaq.policy import PolicyError, available_policies, load_policy, parse_policy_args
+from slaq.workload import WorkloadError
+
+log = logging.getLogger("slaq")
+
+# Modules that add their own sub-commands with ``add_subcommands(subparsers)``.
+PLUGIN_MODULES = ("slaq.datasets", "slaq.spark.cli")
+
+
+def _cmd_policies(args: argparse.Namespace) -> int:
+    for name in available_policies():
+        policy = load_policy(name)
+        doc = (type(policy).__doc__ or "").strip().splitlines()[0:1]
+        print(f"{name:12s} {doc[0] if doc else ''}")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from slaq.sim import sim_jobs_from_trace, sim_jobs_from_workload, simulate_to_dir
+    from slaq.traces import read_trace
+    from slaq.workload import load_workload
+
+    params = parse_policy_args(args.policy_arg)
+    policy = load_policy(args.policy, **params)
+    if args.trace:
+        jobs = sim_jobs_from_trace(read_trace(Path(args.trace)))
+        source = {"trace": str(args.trace)}
+    else:
+        if not args.workload:
+            raise WorkloadError("give --workload FILE or --trace RUN_DIR")
+        workload = load_workload(args.workload)
+        jobs = sim_jobs_from_workload(workload, args.seed)
+        source = {"workload": str(args.workload), "workload_name": workload.name}
+    config = {**source, "policy": args.policy, "policy_args": params, "cores": args.cores,
+              "epoch_s": args.epoch}
+    result = simulate_to_dir(
+        jobs, policy, cores=args.cores, epoch_s=args.epoch, seed=args.seed,
+        out_dir=Path(args.out), config=config, progress=not args.quiet,
+    )
+    log.info("simulated %d jobs, %d iterations, %.0f virtual seconds -> %s",
+             len(jobs), len(result.trace), result.end_s, args.out)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from slaq.metrics import compare_runs
+    from slaq.traces import write_json_atomic
+
+    summary = compare_runs([Path(d) for d in args.runs], baseline=args.baseline)
+    write_json_atomic(summary, Path(args.out))
+    for name, entry in summary["policies"].items():
+        delays = ", ".join(f"{x}%: {v:+.1%}" for x, v in entry["delay_reduction"].items())
+        log.info("%-10s quality improvement %+.1f%% (peak %+.1f%%); delay reduction %s",
+                 name, 100 * entry["quality_improvement"],
+                 100 * entry["peak_quality_improvement"], delays)
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers")
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from slaq import bench
+    from slaq.traces import write_json_atomic
+
+    if args.kind == "overhead":
+        result = bench.overhead(args.jobs, args.cores, repeat=args.repeat,
+                                predictor=args.predictor)
+    else:
+        result = bench.prediction(seed=args.seed)
+    write_json_atomic(result, Path(args.out))
+    log.info("wrote %s", args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``slaq`` argument parser."""
+    parser = argparse.ArgumentParser(prog="slaq", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("policies", help="list registered scheduling policies")
+    p.set_defaults(func=_cmd_policies)
+
+    p = sub.add_parser("simulate", help="run a workload in the trace-replay simulator")
+    p.add_argument("--workload", help="workload YAML with synthetic curves")
+    p.add_argument("--trace", help="replay the jobs of a recorded run directory instead")
+    p.add_argument("--policy", required=True, help="policy name or package.module:Class")
+    p.add_argument("--policy-arg", action="append", default=[], metavar="K=V")
+    p.add_argument("--cores", type=int, required=True)
+    p.add_argument("--epoch", type=float, default=3.0, help="scheduling epoch in seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("compare", help="quality and delay of runs against a baseline")
+    p.add_argument("runs", nargs="+", help="run directories, one per policy")
+    p.add_argument("--baseline", default="fair")
+    p.add_argument("--out", required=True, help="metrics JSON to write")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("bench", help="scheduler benchmarks")
+    p.add_argument("kind", choices=["overhead", "prediction"])
+    p.add_argument("--jobs", type=_int_list, default=[100, 1000, 4000])
+    p.add_argument("--cores", type=_int_list, default=[1024, 4096, 16384])
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--predictor", default="geometric", choices=["geometric", "curvefit"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_bench)
+
+    for module_name in PLUGIN_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.add_subcommands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``slaq`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (PolicyError, WorkloadError, FileNotFoundError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

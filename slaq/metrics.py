@@ -1,0 +1,201 @@
+"""Metrics of DESIGN.md section 4, computed from traces so live and simulated runs compare.
+
+Conventions (stated once, used everywhere):
+
+* ``L_j(0)`` is the job's first reported loss and ``L_j*`` the best loss the job reaches in any
+  of the runs compared, so ``q_j`` is 1 at the start and 0 at the best loss.
+* A job is active from its arrival until its last iteration ends; before its first iteration
+  ends its quality is 1.
+* Average quality over time is the mean of ``q`` over active jobs on a regular grid; its time
+  average skips instants with no active job. The peak improvement is taken over instants up to
+  the last arrival, while the workload is still arriving, so a nearly empty tail cannot
+  dominate it.
+* Delay to ``x``% is the time from arrival to the end of the first iteration with loss
+  reduction ``1 - q >= x/100``; a job that never gets there counts with its end time and is
+  reported as censored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from slaq.predict import fit_loss_model
+from slaq.traces import read_allocations, read_run, read_trace
+
+TARGETS = (80, 90, 95, 99)
+
+
+def add_quality(traces: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Add a ``q`` column to every trace, with ``L*`` taken over all given runs."""
+    frames = [t[["job_id", "loss"]] for t in traces.values() if len(t)]
+    if not frames:
+        return {k: v.assign(q=pd.Series(dtype=float)) for k, v in traces.items()}
+    best = pd.concat(frames).groupby("job_id")["loss"].min()
+    out = {}
+    for name, trace in traces.items():
+        trace = trace.sort_values(["job_id", "iteration"]).copy()
+        first = trace.groupby("job_id")["loss"].transform("first")
+        star = trace["job_id"].map(best)
+        span = first - star
+        q = np.where(span > 0, (trace["loss"] - star) / span.where(span > 0, 1.0), 0.0)
+        trace["q"] = np.clip(q, 0.0, None)
+        out[name] = trace
+    return out
+
+
+def quality_over_time(trace: pd.DataFrame, grid: np.ndarray) -> np.ndarray:
+    """Mean ``q`` over active jobs at each grid time (NaN where no job is active)."""
+    total = np.zeros(grid.size)
+    count = np.zeros(grid.size)
+    for _, rows in trace.groupby("job_id", sort=False):
+        arrival = float(rows["arrival_s"].iloc[0])
+        ends = rows["t_end_s"].to_numpy(float)
+        qs = rows["q"].to_numpy(float)
+        active = (grid >= arrival) & (grid <= ends[-1])
+        idx = np.searchsorted(ends, grid, side="right") - 1
+        q_at = np.where(idx >= 0, qs[np.clip(idx, 0, None)], 1.0)
+        total += np.where(active, q_at, 0.0)
+        count += active
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def delays(trace: pd.DataFrame, targets: Sequence[int] = TARGETS) -> pd.DataFrame:
+    """Per job and target: seconds from arrival to ``x``% loss reduction, and censoring."""
+    records = []
+    for job_id, rows in trace.groupby("job_id", sort=True):
+        arrival = float(rows["arrival_s"].iloc[0])
+        reduction = 1.0 - rows["q"].to_numpy(float)
+        ends = rows["t_end_s"].to_numpy(float)
+        for x in targets:
+            hit = np.flatnonzero(reduction >= x / 100.0 - 1e-12)
+            reached = hit.size > 0
+            t = ends[hit[0]] if reached else ends[-1]
+            records.append(
+                {"job_id": job_id, "target": x, "delay_s": t - arrival, "censored": not reached}
+            )
+    return pd.DataFrame.from_records(records)
+
+
+def decision_stats(allocations: pd.DataFrame) -> dict[str, float]:
+    """p50/p99 of the policy's decision time per epoch, in milliseconds."""
+    if allocations.empty:
+        return {"decision_ms_p50": float("nan"), "decision_ms_p99": float("nan")}
+    per_epoch = allocations.groupby("epoch")["decision_ms"].first().to_numpy(float)
+    return {
+        "decision_ms_p50": float(np.percentile(per_epoch, 50)),
+        "decision_ms_p99": float(np.percentile(per_epoch, 99)),
+    }
+
+
+def summarize(
+    traces: Mapping[str, pd.DataFrame],
+    baseline: str,
+    *,
+    last_arrival_s: float | None = None,
+    grid_step_s: float | None = None,
+    targets: Sequence[int] = TARGETS,
+) -> dict[str, Any]:
+    """Quality improvement and delay reduction of every run over ``baseline``."""
+    if baseline not in traces:
+        raise ValueError(f"baseline {baseline!r} is not among the runs: {sorted(traces)}")
+    with_q = add_quality(traces)
+    end = max(float(t["t_end_s"].max()) for t in with_q.values() if len(t))
+    step = grid_step_s or max(end / 2000.0, 1e-3)
+    grid = np.arange(0.0, end + step, step)
+    if last_arrival_s is None:
+        last_arrival_s = max(float(t["arrival_s"].max()) for t in with_q.values() if len(t))
+    curves = {name: quality_over_time(t, grid) for name, t in with_q.items()}
+    out: dict[str, Any] = {"baseline": baseline, "targets": list(targets), "policies": {}}
+    base_curve = curves[baseline]
+    base_delay = delays(with_q[baseline], targets)
+    for name, trace in with_q.items():
+        curve = curves[name]
+        d = delays(trace, targets)
+        mean_delay = d.groupby("target")["delay_s"].mean()
+        entry: dict[str, Any] = {
+            "jobs": int(trace["job_id"].nunique()),
+            "iterations": int(len(trace)),
+            "mean_quality": float(np.nanmean(curve)),
+            "mean_delay_s": {str(x): float(mean_delay.get(x, np.nan)) for x in targets},
+            "censored_jobs": {
+                str(x): int(d[(d.target == x) & d.censored].shape[0]) for x in targets
+            },
+        }
+        base_mean = float(np.nanmean(base_curve))
+        entry["quality_improvement"] = (
+            1.0 - entry["mean_quality"] / base_mean if base_mean > 0 else 0.0
+        )
+        window = (grid <= last_arrival_s) & np.isfinite(curve) & np.isfinite(base_curve)
+        window &= base_curve > 0
+        ratio = 1.0 - curve[window] / base_curve[window]
+        entry["peak_quality_improvement"] = float(ratio.max()) if ratio.size else 0.0
+        base_mean_delay = base_delay.groupby("target")["delay_s"].mean()
+        entry["delay_reduction"] = {
+            str(x): float(1.0 - mean_delay[x] / base_mean_delay[x])
+            if base_mean_delay.get(x, 0) > 0
+            else 0.0
+            for x in targets
+        }
+        out["policies"][name] = entry
+    out["grid_s"] = grid.tolist()
+    out["quality_curves"] = {k: np.nan_to_num(v, nan=-1.0).tolist() for k, v in curves.items()}
+    return out
+
+
+def compare_runs(run_dirs: Sequence[Path], baseline: str = "fair") -> dict[str, Any]:
+    """Load run directories (one per policy) and summarize them against ``baseline``."""
+    traces: dict[str, pd.DataFrame] = {}
+    decisions: dict[str, dict[str, float]] = {}
+    for run_dir in run_dirs:
+        meta = read_run(Path(run_dir))
+        name = str(meta.get("policy") or Path(run_dir).name)
+        if name in traces:
+            raise ValueError(f"two runs of policy {name!r} given; compare one run per policy")
+        traces[name] = read_trace(Path(run_dir))
+        decisions[name] = decision_stats(read_allocations(Path(run_dir)))
+    summary = summarize(traces, baseline)
+    for name, stats in decisions.items():
+        summary["policies"][name].update(stats)
+    summary["runs"] = {name: str(d) for name, d in zip(traces, run_dirs, strict=True)}
+    return summary
+
+
+def prediction_errors(
+    losses_by_job: Mapping[str, np.ndarray],
+    predictors: Sequence[str] = ("curvefit", "geometric"),
+    horizons: Sequence[int] = (1, 5, 10, 20),
+    min_history: int = 5,
+    stride: int = 1,
+) -> pd.DataFrame:
+    """Relative error ``|predicted - actual| / |actual|`` of the loss ``k`` iterations ahead.
+
+    Every job is cut after each ``n >= min_history`` iterations and each predictor fitted on
+    the first ``n`` losses only.
+    """
+    records = []
+    for job_id, losses in losses_by_job.items():
+        losses = np.asarray(losses, float)
+        for n in range(min_history, losses.size, stride):
+            for predictor in predictors:
+                model = fit_loss_model(losses[:n], predictor)
+                for k in horizons:
+                    if n + k > losses.size:
+                        continue
+                    actual = losses[n + k - 1]
+                    pred = float(model.predict_ahead(float(k)))
+                    records.append(
+                        {
+                            "job_id": job_id,
+                            "predictor": predictor,
+                            "history": n,
+                            "horizon": k,
+                            "rel_error": abs(pred - actual) / max(abs(actual), 1e-12),
+                        }
+                    )
+    return pd.DataFrame.from_records(records)
