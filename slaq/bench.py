@@ -37,7 +37,7 @@ def overhead(
     predictor: str = "geometric",
     implementations: Sequence[str] = ("fast", "heap"),
     seed: int = 0,
-    heap_limit: int = 20_000_000,
+    heap_limit: int = 100_000_000,
 ) -> dict[str, Any]:
     """Decision time of SLAQ's allocation step, fast and heap side by side in one run.
 
@@ -95,8 +95,10 @@ def prediction(
         table = errors.groupby(["predictor", "horizon"])["rel_error"].agg(["median", "mean"])
         out["families"][family] = {
             pred: {
-                str(h): {"median": float(table.loc[(pred, h), "median"]),
-                         "mean": float(table.loc[(pred, h), "mean"])}
+                str(h): {
+                    "median": float(table.loc[(pred, h), "median"]),
+                    "mean": float(table.loc[(pred, h), "mean"]),
+                }
                 for h in horizons
             }
             for pred in errors["predictor"].unique()

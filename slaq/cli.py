@@ -43,14 +43,53 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         workload = load_workload(args.workload)
         jobs = sim_jobs_from_workload(workload, args.seed)
         source = {"workload": str(args.workload), "workload_name": workload.name}
-    config = {**source, "policy": args.policy, "policy_args": params, "cores": args.cores,
-              "epoch_s": args.epoch}
+    config = {
+        **source,
+        "policy": args.policy,
+        "policy_args": params,
+        "cores": args.cores,
+        "epoch_s": args.epoch,
+    }
     result = simulate_to_dir(
-        jobs, policy, cores=args.cores, epoch_s=args.epoch, seed=args.seed,
-        out_dir=Path(args.out), config=config, progress=not args.quiet,
+        jobs,
+        policy,
+        cores=args.cores,
+        epoch_s=args.epoch,
+        seed=args.seed,
+        out_dir=Path(args.out),
+        config=config,
+        progress=not args.quiet,
     )
-    log.info("simulated %d jobs, %d iterations, %.0f virtual seconds -> %s",
-             len(jobs), len(result.trace), result.end_s, args.out)
+    log.info(
+        "simulated %d jobs, %d iterations, %.0f virtual seconds -> %s",
+        len(jobs),
+        len(result.trace),
+        result.end_s,
+        args.out,
+    )
+    return 0
+
+
+def _cmd_workload(args: argparse.Namespace) -> int:
+    import yaml
+
+    from slaq.workload import poisson_workload, save_workload
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    section = config
+    for key in args.key.split("."):
+        if not isinstance(section, dict) or key not in section:
+            raise WorkloadError(f"{args.config}: no section {args.key!r}")
+        section = section[key]
+    for field in ("templates", "n_jobs", "mean_interarrival_s"):
+        if field not in section:
+            raise WorkloadError(f"{args.config}: section {args.key!r} lacks field {field!r}")
+    workload = poisson_workload(
+        section["templates"], int(section["n_jobs"]), float(section["mean_interarrival_s"]),
+        seed=args.seed, name=f"{config.get('name', 'workload')}-{args.key}-{args.seed}",
+    )
+    save_workload(workload, Path(args.out))
+    log.info("wrote %d jobs to %s", len(workload.jobs), args.out)
     return 0
 
 
@@ -62,9 +101,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     write_json_atomic(summary, Path(args.out))
     for name, entry in summary["policies"].items():
         delays = ", ".join(f"{x}%: {v:+.1%}" for x, v in entry["delay_reduction"].items())
-        log.info("%-10s quality improvement %+.1f%% (peak %+.1f%%); delay reduction %s",
-                 name, 100 * entry["quality_improvement"],
-                 100 * entry["peak_quality_improvement"], delays)
+        log.info(
+            "%-10s quality improvement %+.1f%% (peak %+.1f%%); delay reduction %s",
+            name,
+            100 * entry["quality_improvement"],
+            100 * entry["peak_quality_improvement"],
+            delays,
+        )
     return 0
 
 
@@ -72,7 +115,9 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -80,8 +125,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from slaq.traces import write_json_atomic
 
     if args.kind == "overhead":
-        result = bench.overhead(args.jobs, args.cores, repeat=args.repeat,
-                                predictor=args.predictor)
+        result = bench.overhead(args.jobs, args.cores, repeat=args.repeat, predictor=args.predictor)
     else:
         result = bench.prediction(seed=args.seed)
     write_json_atomic(result, Path(args.out))
@@ -109,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("workload", help="draw a Poisson workload file from a config section")
+    p.add_argument("--config", required=True, help="YAML config with the section")
+    p.add_argument("--key", default="workload", help="dotted section name, e.g. simulation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="workload YAML to write")
+    p.set_defaults(func=_cmd_workload)
 
     p = sub.add_parser("compare", help="quality and delay of runs against a baseline")
     p.add_argument("runs", nargs="+", help="run directories, one per policy")

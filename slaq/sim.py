@@ -107,7 +107,9 @@ def sim_jobs_from_workload(workload: Workload, seed: int) -> list[SimJob]:
     return out
 
 
-def sim_jobs_from_trace(trace: pd.DataFrame, overhead_s: float = DEFAULT_OVERHEAD_S) -> list[SimJob]:
+def sim_jobs_from_trace(
+    trace: pd.DataFrame, overhead_s: float = DEFAULT_OVERHEAD_S
+) -> list[SimJob]:
     """Jobs replaying a recorded run: same arrivals, losses per iteration and CPU work."""
     out = []
     for job_id, rows in trace.sort_values(["job_id", "iteration"]).groupby("job_id", sort=True):
@@ -125,6 +127,28 @@ def sim_jobs_from_trace(trace: pd.DataFrame, overhead_s: float = DEFAULT_OVERHEA
         )
         out.append(SimJob(spec, losses, work, overhead_s))
     return sorted(out, key=lambda j: (j.spec.arrival_s, j.spec.job_id))
+
+
+def sim_jobs_from_pool(
+    pool: Sequence[SimJob], n_jobs: int, mean_interarrival_s: float, seed: int
+) -> list[SimJob]:
+    """Paper-scale jobs: ``n_jobs`` curves drawn (seeded) from recorded jobs, Poisson arrivals."""
+    from dataclasses import replace
+
+    from slaq.workload import poisson_arrivals
+
+    if not pool:
+        raise WorkloadError("cannot draw simulated jobs from an empty pool of recorded jobs")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(pool), size=n_jobs)
+    arrivals = poisson_arrivals(n_jobs, mean_interarrival_s, seed + 1)
+    width = len(str(max(n_jobs - 1, 0)))
+    out = []
+    for i, (p, arrival) in enumerate(zip(picks, arrivals, strict=True)):
+        src = pool[int(p)]
+        spec = replace(src.spec, job_id=f"s{i:0{width}d}", arrival_s=float(arrival))
+        out.append(SimJob(spec, src.losses, src.work_s, src.overhead_s))
+    return out
 
 
 # --------------------------------------------------------------------------- the loop
@@ -155,9 +179,7 @@ def run_simulation(
     if cores <= 0 or epoch_s <= 0:
         raise ValueError("cores and epoch must be positive")
     jobs = sorted(jobs, key=lambda j: (j.spec.arrival_s, j.spec.job_id))
-    states = {
-        j.spec.job_id: JobState(j.spec, RuntimeModel(prior_work_s=j.work_s)) for j in jobs
-    }
+    states = {j.spec.job_id: JobState(j.spec, RuntimeModel(prior_work_s=j.work_s)) for j in jobs}
     by_id = {j.spec.job_id: j for j in jobs}
     left = {j.spec.job_id: 1.0 for j in jobs}  # fraction of the current iteration still to do
     floor = int(getattr(policy, "min_cores", 0) or 0)
@@ -201,8 +223,16 @@ def run_simulation(
         for state in active:
             state.cores = alloc[state.job_id]
             allocations.append(
-                AllocationRow(run_id, policy.name, epoch, now, state.job_id, state.cores,
-                              float(gains.get(state.job_id, math.nan)), decision_ms)
+                AllocationRow(
+                    run_id,
+                    policy.name,
+                    epoch,
+                    now,
+                    state.job_id,
+                    state.cores,
+                    float(gains.get(state.job_id, math.nan)),
+                    decision_ms,
+                )
             )
         for state in active:
             _advance(state, by_id[state.job_id], left, now, epoch_s, run_id, policy.name, trace)
