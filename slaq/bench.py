@@ -38,12 +38,15 @@ def overhead(
     implementations: Sequence[str] = ("fast", "heap"),
     seed: int = 0,
     heap_limit: int = 100_000_000,
+    min_cores: int = 0,
 ) -> dict[str, Any]:
     """Decision time of SLAQ's allocation step, fast and heap side by side in one run.
 
     Loss models are fitted once before timing (live and in simulation they are refitted when a
     loss arrives, not at decision time); the time to fit them is reported separately. Heap runs
-    whose jobs x cores exceed ``heap_limit`` are skipped (they take minutes).
+    whose jobs x cores exceed ``heap_limit`` are skipped. ``min_cores`` defaults to 0 so that
+    every core goes through the greedy step (with the prototype's floor of 3, 4,000 jobs would
+    exhaust 4,096 cores before the greedy step starts).
     """
     results = []
     for n in jobs:
@@ -59,7 +62,7 @@ def overhead(
             for impl in implementations:
                 if impl == "heap" and n * c > heap_limit:
                     continue
-                policy = SlaqPolicy(predictor=predictor, implementation=impl)
+                policy = SlaqPolicy(predictor=predictor, implementation=impl, min_cores=min_cores)
                 times = []
                 for _ in range(repeat):
                     t = time.perf_counter()
@@ -72,7 +75,7 @@ def overhead(
                 row["same_allocation"] = allocs["fast"] == allocs["heap"]
                 row["speedup_p50"] = row["heap_p50_ms"] / row["fast_p50_ms"]
             results.append(row)
-    return {"predictor": predictor, "repeat": repeat, "results": results}
+    return {"predictor": predictor, "repeat": repeat, "min_cores": min_cores, "results": results}
 
 
 def prediction(

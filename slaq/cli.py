@@ -85,8 +85,11 @@ def _cmd_workload(args: argparse.Namespace) -> int:
         if field not in section:
             raise WorkloadError(f"{args.config}: section {args.key!r} lacks field {field!r}")
     workload = poisson_workload(
-        section["templates"], int(section["n_jobs"]), float(section["mean_interarrival_s"]),
-        seed=args.seed, name=f"{config.get('name', 'workload')}-{args.key}-{args.seed}",
+        section["templates"],
+        int(section["n_jobs"]),
+        float(section["mean_interarrival_s"]),
+        seed=args.seed,
+        name=f"{config.get('name', 'workload')}-{args.key}-{args.seed}",
     )
     save_workload(workload, Path(args.out))
     log.info("wrote %d jobs to %s", len(workload.jobs), args.out)
@@ -111,6 +114,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fidelity(args: argparse.Namespace) -> int:
+    from slaq.metrics import fidelity
+    from slaq.traces import write_json_atomic
+
+    result = fidelity(Path(args.live), Path(args.simulated))
+    write_json_atomic(result, Path(args.out))
+    log.info(
+        "%s: mean |live - simulated| quality %.3f, 90%% delay %.1f s",
+        result["policy"],
+        result["mad_quality"],
+        result["mad_delay90_s"],
+    )
+    return 0
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x]
@@ -125,7 +143,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from slaq.traces import write_json_atomic
 
     if args.kind == "overhead":
-        result = bench.overhead(args.jobs, args.cores, repeat=args.repeat, predictor=args.predictor)
+        result = bench.overhead(
+            args.jobs,
+            args.cores,
+            repeat=args.repeat,
+            predictor=args.predictor,
+            min_cores=args.min_cores,
+        )
     else:
         result = bench.prediction(seed=args.seed)
     write_json_atomic(result, Path(args.out))
@@ -167,12 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="metrics JSON to write")
     p.set_defaults(func=_cmd_compare)
 
+    p = sub.add_parser("fidelity", help="compare a live run with its simulated replay")
+    p.add_argument("live", help="live run directory")
+    p.add_argument("simulated", help="replay of it (slaq simulate --trace LIVE)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_fidelity)
+
     p = sub.add_parser("bench", help="scheduler benchmarks")
     p.add_argument("kind", choices=["overhead", "prediction"])
     p.add_argument("--jobs", type=_int_list, default=[100, 1000, 4000])
     p.add_argument("--cores", type=_int_list, default=[1024, 4096, 16384])
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--predictor", default="geometric", choices=["geometric", "curvefit"])
+    p.add_argument("--min-cores", type=int, default=0, help="SLAQ floor per job (overhead)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_bench)

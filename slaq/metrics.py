@@ -199,3 +199,34 @@ def prediction_errors(
                         }
                     )
     return pd.DataFrame.from_records(records)
+
+
+def fidelity(live_dir: Path, sim_dir: Path, grid_points: int = 2000) -> dict[str, Any]:
+    """How closely a simulated replay tracks the live run it replays.
+
+    Reports the mean absolute difference of average normalized loss over time (``L*`` shared
+    by both) and of each job's delay to 90% loss reduction.
+    """
+    live, sim = read_trace(Path(live_dir)), read_trace(Path(sim_dir))
+    policy = str(read_run(Path(live_dir)).get("policy", "live"))
+    both = add_quality({"live": live, "simulated": sim})
+    end = max(float(t["t_end_s"].max()) for t in both.values())
+    grid = np.linspace(0.0, end, grid_points)
+    curves = {k: quality_over_time(v, grid) for k, v in both.items()}
+    ok = np.isfinite(curves["live"]) & np.isfinite(curves["simulated"])
+    d = {k: delays(v, (90,)).set_index("job_id")["delay_s"] for k, v in both.items()}
+    gap = (d["live"] - d["simulated"]).abs().dropna()
+    return {
+        "policy": policy,
+        "mad_quality": float(np.mean(np.abs(curves["live"][ok] - curves["simulated"][ok]))),
+        "mad_delay90_s": float(gap.mean()) if len(gap) else float("nan"),
+        "mean_delay90_s": {k: float(v.mean()) for k, v in d.items()},
+        "live": {
+            "grid_s": grid.tolist(),
+            "quality_curves": {policy: np.nan_to_num(curves["live"], nan=-1.0).tolist()},
+        },
+        "simulated": {
+            "grid_s": grid.tolist(),
+            "quality_curves": {policy: np.nan_to_num(curves["simulated"], nan=-1.0).tolist()},
+        },
+    }
