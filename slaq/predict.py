@@ -80,16 +80,13 @@ class LossModelBatch:
     """Many loss models as arrays, so allocators can evaluate thousands at once."""
 
     def __init__(self, models: Sequence[LossModel]) -> None:
-        n = len(models)
-        self.code = np.empty(n, dtype=np.int8)
-        self.params = np.zeros((n, 4))
-        self.k_now = np.empty(n)
-        self.loss_now = np.empty(n)
-        for i, m in enumerate(models):
-            self.code[i] = _FAMILY_CODE[m.family]
-            self.params[i, : len(m.params)] = m.params
-            self.k_now[i] = m.k_now
-            self.loss_now[i] = m.loss_now
+        # One pass building plain lists is several times faster than per-element array writes,
+        # which matters at thousands of jobs per decision.
+        pad = (0.0, 0.0, 0.0, 0.0)
+        self.code = np.array([_FAMILY_CODE[m.family] for m in models], dtype=np.int8)
+        self.params = np.array([(*m.params, *pad)[:4] for m in models], dtype=float).reshape(-1, 4)
+        self.k_now = np.array([m.k_now for m in models], dtype=float)
+        self.loss_now = np.array([m.loss_now for m in models], dtype=float)
         self._base = _evaluate(self.code, self.params, self.k_now)
 
     def predict_ahead(self, dk: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -190,8 +187,9 @@ def _fit_one(family: str, k: np.ndarray, y: np.ndarray, w: np.ndarray) -> LossMo
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        best_s = minimize_scalar(loss, bounds=(-14.0, 4.0), method="bounded",
-                                 options={"xatol": 1e-4}).x
+        best_s = minimize_scalar(
+            loss, bounds=(-14.0, 4.0), method="bounded", options={"xatol": 1e-4}
+        ).x
         p0 = params_at(best_s)
         try:
             popt, _ = curve_fit(fn, k, y, p0=p0, sigma=1.0 / np.sqrt(w), maxfev=200)
@@ -212,7 +210,9 @@ def _fit_one(family: str, k: np.ndarray, y: np.ndarray, w: np.ndarray) -> LossMo
     return LossModel(family, tuple(params), float(k[-1]), float(y[-1]), resid, float(k[-1]))
 
 
-def fit_curve(losses: np.ndarray, families: Sequence[str] = ("sublinear", "exponential")) -> LossModel:
+def fit_curve(
+    losses: np.ndarray, families: Sequence[str] = ("sublinear", "exponential")
+) -> LossModel:
     """SLAQ's predictor: weighted least squares over both families, best weighted residual wins.
 
     Short histories (fewer than ``MIN_POINTS_CURVEFIT`` points) or failed fits fall back to the
