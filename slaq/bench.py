@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,17 +85,32 @@ def prediction(
     length: int = 60,
     horizons: Sequence[int] = (1, 5, 10, 20),
     seed: int = 0,
+    traces: Sequence[Path] = (),
 ) -> dict[str, Any]:
-    """Loss-prediction error k iterations ahead on the synthetic families, per predictor."""
-    from slaq.metrics import prediction_errors
+    """Loss-prediction error k iterations ahead, per predictor.
 
-    out: dict[str, Any] = {"horizons": list(horizons), "families": {}}
+    Scored on the synthetic families and, per algorithm, on the loss curves of recorded runs.
+    """
+    from slaq.metrics import prediction_errors
+    from slaq.traces import read_trace
+
+    groups: dict[str, dict[str, np.ndarray]] = {}
     for fi, family in enumerate(families):
-        curves = {
+        groups[family] = {
             f"{family}-{i}": synthetic_curve({"family": family}, length, seed * 7919 + fi * 101 + i)
             for i in range(jobs_per_family)
         }
+    for path in traces:
+        trace = read_trace(Path(path)).sort_values(["job_id", "iteration"])
+        for (algorithm, job_id), rows in trace.groupby(["algorithm", "job_id"]):
+            groups.setdefault(f"live {algorithm}", {})[f"{path}:{job_id}"] = rows["loss"].to_numpy(
+                float
+            )
+    out: dict[str, Any] = {"horizons": list(horizons), "families": {}}
+    for family, curves in groups.items():
         errors = prediction_errors(curves, horizons=horizons, stride=3)
+        if errors.empty:
+            continue
         table = errors.groupby(["predictor", "horizon"])["rel_error"].agg(["median", "mean"])
         out["families"][family] = {
             pred: {

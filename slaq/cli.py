@@ -28,13 +28,26 @@ def _cmd_policies(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from slaq.sim import sim_jobs_from_trace, sim_jobs_from_workload, simulate_to_dir
+    from slaq.sim import (
+        sim_jobs_from_pool,
+        sim_jobs_from_trace,
+        sim_jobs_from_workload,
+        simulate_to_dir,
+    )
     from slaq.traces import read_trace
     from slaq.workload import load_workload
 
     params = parse_policy_args(args.policy_arg)
     policy = load_policy(args.policy, **params)
-    if args.trace:
+    if args.pool:
+        pool = [j for d in args.pool for j in sim_jobs_from_trace(read_trace(Path(d)))]
+        jobs = sim_jobs_from_pool(pool, args.n_jobs, args.mean_interarrival, args.seed)
+        source = {
+            "pool": [str(d) for d in args.pool],
+            "n_jobs": args.n_jobs,
+            "mean_interarrival_s": args.mean_interarrival,
+        }
+    elif args.trace:
         jobs = sim_jobs_from_trace(read_trace(Path(args.trace)))
         source = {"trace": str(args.trace)}
     else:
@@ -129,6 +142,27 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_summary(args: argparse.Namespace) -> int:
+    import os
+
+    from slaq.summary import write_summary
+
+    out = Path(args.out)
+    figures = [Path(os.path.relpath(f, out.parent)) for f in args.figures]
+    write_summary(
+        out,
+        live=args.live,
+        sim=args.sim,
+        overhead=args.overhead,
+        fidelity=args.fidelity,
+        prediction=args.prediction,
+        figures=figures,
+        config_name=args.name,
+    )
+    log.info("wrote %s", out)
+    return 0
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x]
@@ -151,7 +185,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             min_cores=args.min_cores,
         )
     else:
-        result = bench.prediction(seed=args.seed)
+        result = bench.prediction(seed=args.seed, traces=[Path(t) for t in args.trace])
     write_json_atomic(result, Path(args.out))
     log.info("wrote %s", args.out)
     return 0
@@ -169,6 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="run a workload in the trace-replay simulator")
     p.add_argument("--workload", help="workload YAML with synthetic curves")
     p.add_argument("--trace", help="replay the jobs of a recorded run directory instead")
+    p.add_argument(
+        "--pool",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="draw --n-jobs jobs from the loss curves of recorded runs",
+    )
+    p.add_argument("--n-jobs", type=int, default=160, help="jobs drawn from --pool")
+    p.add_argument(
+        "--mean-interarrival",
+        type=float,
+        default=10.0,
+        help="Poisson mean inter-arrival (s) of jobs drawn from --pool",
+    )
     p.add_argument("--policy", required=True, help="policy name or package.module:Class")
     p.add_argument("--policy-arg", action="append", default=[], metavar="K=V")
     p.add_argument("--cores", type=int, required=True)
@@ -197,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_fidelity)
 
+    p = sub.add_parser("summary", help="Markdown summary beside the paper's numbers")
+    p.add_argument("--live", nargs="*", default=[], help="metrics JSON of live comparisons")
+    p.add_argument("--sim", nargs="*", default=[], help="metrics JSON of simulated comparisons")
+    p.add_argument("--fidelity", nargs="*", default=[])
+    p.add_argument("--overhead")
+    p.add_argument("--prediction")
+    p.add_argument("--figures", nargs="*", default=[])
+    p.add_argument("--name", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_summary)
+
     p = sub.add_parser("bench", help="scheduler benchmarks")
     p.add_argument("kind", choices=["overhead", "prediction"])
     p.add_argument("--jobs", type=_int_list, default=[100, 1000, 4000])
@@ -204,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--predictor", default="geometric", choices=["geometric", "curvefit"])
     p.add_argument("--min-cores", type=int, default=0, help="SLAQ floor per job (overhead)")
+    p.add_argument(
+        "--trace",
+        nargs="*",
+        default=[],
+        metavar="RUN_DIR",
+        help="prediction: also score recorded runs' loss curves, per algorithm",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_bench)
