@@ -41,11 +41,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy, **params)
     if args.pool:
         pool = [j for d in args.pool for j in sim_jobs_from_trace(read_trace(Path(d)))]
-        jobs = sim_jobs_from_pool(pool, args.n_jobs, args.mean_interarrival, args.seed)
+        jobs = sim_jobs_from_pool(
+            pool, args.n_jobs, args.mean_interarrival, args.seed, args.work_scale
+        )
         source = {
             "pool": [str(d) for d in args.pool],
             "n_jobs": args.n_jobs,
             "mean_interarrival_s": args.mean_interarrival,
+            "work_scale": args.work_scale,
         }
     elif args.trace:
         jobs = sim_jobs_from_trace(read_trace(Path(args.trace)))
@@ -84,25 +87,33 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_workload(args: argparse.Namespace) -> int:
+    import json
+
     import yaml
 
     from slaq.workload import poisson_workload, save_workload
 
-    config = yaml.safe_load(Path(args.config).read_text())
-    section = config
-    for key in args.key.split("."):
-        if not isinstance(section, dict) or key not in section:
-            raise WorkloadError(f"{args.config}: no section {args.key!r}")
-        section = section[key]
+    if (args.config is None) == (args.spec is None):
+        raise WorkloadError("give exactly one of --config FILE (with --key) or --spec JSON")
+    if args.spec is not None:
+        section, source, name = json.loads(args.spec), "--spec", args.name or "workload"
+    else:
+        config = yaml.safe_load(Path(args.config).read_text())
+        section, source = config, str(args.config)
+        for key in args.key.split("."):
+            if not isinstance(section, dict) or key not in section:
+                raise WorkloadError(f"{args.config}: no section {args.key!r}")
+            section = section[key]
+        name = args.name or f"{config.get('name', 'workload')}-{args.key}"
     for field in ("templates", "n_jobs", "mean_interarrival_s"):
-        if field not in section:
-            raise WorkloadError(f"{args.config}: section {args.key!r} lacks field {field!r}")
+        if not isinstance(section, dict) or field not in section:
+            raise WorkloadError(f"{source}: workload section lacks field {field!r}")
     workload = poisson_workload(
         section["templates"],
         int(section["n_jobs"]),
         float(section["mean_interarrival_s"]),
         seed=args.seed,
-        name=f"{config.get('name', 'workload')}-{args.key}-{args.seed}",
+        name=f"{name}-{args.seed}",
     )
     save_workload(workload, Path(args.out))
     log.info("wrote %d jobs to %s", len(workload.jobs), args.out)
@@ -211,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n-jobs", type=int, default=160, help="jobs drawn from --pool")
     p.add_argument(
+        "--work-scale",
+        type=float,
+        default=1.0,
+        help="multiply the work per iteration of jobs drawn from --pool",
+    )
+    p.add_argument(
         "--mean-interarrival",
         type=float,
         default=10.0,
@@ -226,8 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("workload", help="draw a Poisson workload file from a config section")
-    p.add_argument("--config", required=True, help="YAML config with the section")
+    p.add_argument("--config", help="YAML config with the section")
     p.add_argument("--key", default="workload", help="dotted section name, e.g. simulation")
+    p.add_argument("--spec", help="the section itself as JSON (instead of --config)")
+    p.add_argument("--name", help="workload name (default: from the config)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="workload YAML to write")
     p.set_defaults(func=_cmd_workload)

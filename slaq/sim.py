@@ -130,9 +130,17 @@ def sim_jobs_from_trace(
 
 
 def sim_jobs_from_pool(
-    pool: Sequence[SimJob], n_jobs: int, mean_interarrival_s: float, seed: int
+    pool: Sequence[SimJob],
+    n_jobs: int,
+    mean_interarrival_s: float,
+    seed: int,
+    work_scale: float = 1.0,
 ) -> list[SimJob]:
-    """Paper-scale jobs: ``n_jobs`` curves drawn (seeded) from recorded jobs, Poisson arrivals."""
+    """Paper-scale jobs: ``n_jobs`` curves drawn (seeded) from recorded jobs, Poisson arrivals.
+
+    ``work_scale`` multiplies each job's recorded work per iteration, standing in for the
+    larger datasets of a paper-scale cluster.
+    """
     from dataclasses import replace
 
     from slaq.workload import poisson_arrivals
@@ -147,7 +155,7 @@ def sim_jobs_from_pool(
     for i, (p, arrival) in enumerate(zip(picks, arrivals, strict=True)):
         src = pool[int(p)]
         spec = replace(src.spec, job_id=f"s{i:0{width}d}", arrival_s=float(arrival))
-        out.append(SimJob(spec, src.losses, src.work_s, src.overhead_s))
+        out.append(SimJob(spec, src.losses, src.work_s * work_scale, src.overhead_s))
     return out
 
 
