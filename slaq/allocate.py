@@ -81,7 +81,9 @@ def greedy_fast(
             # have more beyond what was computed.
             pending = (last > 0) & (computed < rooms)
         else:
-            threshold = float(np.partition(positive, positive.size - budget)[positive.size - budget])
+            threshold = float(
+                np.partition(positive, positive.size - budget)[positive.size - budget]
+            )
             pending = (last >= threshold) & (computed < rooms)
         if not pending.any():
             break
@@ -101,9 +103,7 @@ def greedy_fast(
     return extra
 
 
-def spread_evenly(
-    alloc: np.ndarray, budget: int, caps: np.ndarray | None = None
-) -> np.ndarray:
+def spread_evenly(alloc: np.ndarray, budget: int, caps: np.ndarray | None = None) -> np.ndarray:
     """Hand ``budget`` leftover cores out as evenly as possible, lowest index first on ties.
 
     Used when no job gains from more cores, so the cluster stays work-conserving.

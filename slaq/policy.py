@@ -117,8 +117,10 @@ def validate_allocation(
     for job_id in (j.job_id for j in jobs):
         value = allocation.get(job_id, 0)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            if isinstance(value, (float, np.floating)) and math.isfinite(value) and value == int(
-                value
+            if (
+                isinstance(value, (float, np.floating))
+                and math.isfinite(value)
+                and value == int(value)
             ):
                 value = int(value)
             else:

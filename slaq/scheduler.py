@@ -49,8 +49,10 @@ class GainModel:
         losses = LossModelBatch([j.loss_model(predictor) for j in jobs])
         coefs = np.array([j.runtime.coefficients for j in jobs], dtype=float).reshape(-1, 2)
         scale = np.array(
-            [j.history.max_drop if j.history.max_drop > 0 else max(abs(j.history.last), 1e-12)
-             for j in jobs],
+            [
+                j.history.max_drop if j.history.max_drop > 0 else max(abs(j.history.last), 1e-12)
+                for j in jobs
+            ],
             dtype=float,
         )
         return cls(losses, coefs[:, 0], coefs[:, 1], scale, epoch_s)
@@ -111,9 +113,7 @@ class SlaqPolicy:
         caps = np.array(
             [j.max_cores if j.max_cores is not None else total for j in jobs], dtype=np.int64
         )
-        young = np.array(
-            [self.new_job_rule and j.iterations < 2 for j in jobs], dtype=bool
-        )
+        young = np.array([self.new_job_rule and j.iterations < 2 for j in jobs], dtype=bool)
         alloc = self._floors(young, caps, total)
         budget = total - int(alloc.sum())
         old = np.flatnonzero(~young)

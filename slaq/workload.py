@@ -173,9 +173,9 @@ def load_workload(path: str | Path) -> Workload:
 
 def save_workload(workload: Workload, path: str | Path) -> None:
     """Write a workload file atomically."""
-    from slaq.traces import _atomic_target
-
     import os
+
+    from slaq.traces import _atomic_target
 
     fd, tmp = _atomic_target(Path(path))
     try:

@@ -81,6 +81,9 @@ def test_valid_allocation_fills_missing_jobs_with_zero():
 
 def test_policy_args_are_parsed():
     assert parse_policy_args(["min_cores=2", "predictor=geometric", "new_job_rule=false"]) == {
-        "min_cores": 2, "predictor": "geometric", "new_job_rule": False}
+        "min_cores": 2,
+        "predictor": "geometric",
+        "new_job_rule": False,
+    }
     with pytest.raises(PolicyError, match="key=value"):
         parse_policy_args(["oops"])

@@ -39,9 +39,7 @@ def test_three_jobs_hand_computed_split(implementation):
 
 def test_new_jobs_get_the_fair_share_and_the_rest_goes_greedily():
     jobs = [*THREE, view("new", [5.0])]
-    alloc = SlaqPolicy(min_cores=1, predictor="geometric").allocate(
-        ClusterView(8, 3.0, 0.0), jobs
-    )
+    alloc = SlaqPolicy(min_cores=1, predictor="geometric").allocate(ClusterView(8, 3.0, 0.0), jobs)
     assert alloc["new"] == 8 // 4
     assert sum(alloc.values()) == 8
     # The remaining 3 cores after floors go C .9025, C .857, C .8145.
@@ -66,9 +64,7 @@ def test_cores_are_never_overcommitted_when_floors_do_not_fit():
 
 def test_max_cores_is_respected_and_leftover_spread():
     jobs = [view("a", [2.0, 1.0], max_cores=2), view("b", [2.0, 1.9], max_cores=3)]
-    alloc = SlaqPolicy(min_cores=0, predictor="geometric").allocate(
-        ClusterView(16, 3.0, 0.0), jobs
-    )
+    alloc = SlaqPolicy(min_cores=0, predictor="geometric").allocate(ClusterView(16, 3.0, 0.0), jobs)
     assert alloc == {"a": 2, "b": 3}
 
 
@@ -146,13 +142,18 @@ def test_spread_evenly_respects_caps():
 
 
 def test_fair_shares_equal_with_remainder_by_arrival():
-    jobs = [view("late", [1.0], arrival=5.0), view("early", [1.0], arrival=1.0),
-            view("mid", [1.0], arrival=2.0)]
+    jobs = [
+        view("late", [1.0], arrival=5.0),
+        view("early", [1.0], arrival=1.0),
+        view("mid", [1.0], arrival=2.0),
+    ]
     assert FairPolicy().allocate(ClusterView(8, 3.0, 0.0), jobs) == {
-        "early": 3, "mid": 3, "late": 2}
+        "early": 3,
+        "mid": 3,
+        "late": 2,
+    }
 
 
 def test_fifo_fills_in_arrival_order():
-    jobs = [view("b", [1.0], arrival=2.0, max_cores=3), view("a", [1.0], arrival=1.0,
-                                                                max_cores=4)]
+    jobs = [view("b", [1.0], arrival=2.0, max_cores=3), view("a", [1.0], arrival=1.0, max_cores=4)]
     assert FifoPolicy().allocate(ClusterView(10, 3.0, 0.0), jobs) == {"a": 4, "b": 3}

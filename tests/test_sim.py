@@ -9,17 +9,30 @@ import pytest
 from baselines.fair import FairPolicy
 from slaq.policy import PolicyError
 from slaq.scheduler import SlaqPolicy
-from slaq.sim import SimJob, run_simulation, sim_jobs_from_trace, sim_jobs_from_workload
-from slaq.sim import simulate_to_dir, synthetic_curve
+from slaq.sim import (
+    SimJob,
+    run_simulation,
+    sim_jobs_from_trace,
+    sim_jobs_from_workload,
+    simulate_to_dir,
+    synthetic_curve,
+)
 from slaq.traces import read_run, read_trace
 from slaq.workload import JobSpec, poisson_workload
 
 
 def workload(n=12, seed=0):
     templates = [
-        {"algorithm": "synthetic", "dataset": "synthetic", "curve": {"family": f},
-         "max_iter": 40, "tol": 0.0, "work_s": w}
-        for f in ("sublinear", "exponential", "noisy", "plateau") for w in (1.0, 4.0)
+        {
+            "algorithm": "synthetic",
+            "dataset": "synthetic",
+            "curve": {"family": f},
+            "max_iter": 40,
+            "tol": 0.0,
+            "work_s": w,
+        }
+        for f in ("sublinear", "exponential", "noisy", "plateau")
+        for w in (1.0, 4.0)
     ]
     return poisson_workload(templates, n, 2.0, seed=seed)
 
@@ -42,8 +55,9 @@ def test_simulation_is_deterministic_per_seed():
 
 def test_iterations_follow_allocation_and_carry_over_epochs():
     # One job alone on 2 cores, 3 s of work per iteration: 1.5 s per iteration.
-    result = run_simulation([job("a", [5, 4, 3, 2, 1], work=3.0)], FairPolicy(), cores=2,
-                            epoch_s=2.0)
+    result = run_simulation(
+        [job("a", [5, 4, 3, 2, 1], work=3.0)], FairPolicy(), cores=2, epoch_s=2.0
+    )
     ends = [r.t_end_s for r in result.trace]
     np.testing.assert_allclose(ends, [1.5, 3.0, 4.5, 6.0, 7.5])
     assert all(r.cores == 2 for r in result.trace)
@@ -100,8 +114,17 @@ def test_synthetic_families_shapes():
 def test_slaq_beats_fair_on_smooth_curves():
     from slaq.metrics import summarize
 
-    templates = [{"algorithm": "synthetic", "dataset": "synthetic", "max_iter": 60, "tol": 0.0,
-                  "curve": {"family": f}, "work_s": 2.0} for f in ("sublinear", "exponential")]
+    templates = [
+        {
+            "algorithm": "synthetic",
+            "dataset": "synthetic",
+            "max_iter": 60,
+            "tol": 0.0,
+            "curve": {"family": f},
+            "work_s": 2.0,
+        }
+        for f in ("sublinear", "exponential")
+    ]
     # About 60% load: 2 s x 60 iterations every 3 s on 64 cores.
     jobs = sim_jobs_from_workload(poisson_workload(templates, 30, 3.0, seed=2), seed=2)
     traces = {}
