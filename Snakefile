@@ -165,9 +165,9 @@ rule live_run:
     shell:
         "slaq run --workload {input.workload} --policy '{params.spec}' {params.args}"
         " --cluster {params.cluster} --workers {params.workers}"
-        " --cores-per-worker {params.cpw} --memory-per-worker {params.mem}"
+        " --cores-per-worker {params.cpw} --worker-memory {params.mem}"
         " --epoch {params.epoch} --seed {wildcards.seed} --data-dir {params.data_dir}"
-        " --no-progress --out {output} > {log} 2>&1"
+        " --quiet --out {output} > {log} 2>&1"
 
 
 rule sim_workload:
