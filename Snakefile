@@ -32,6 +32,7 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 # One Spark cluster at a time: live runs each take this resource, simulations do not.
 workflow.global_resources.setdefault("spark_cluster", 1)
 
+PLOTS = str(Path(workflow.basedir) / "paper-figures" / "plots.py")
 R = config["results_dir"]
 F = config["figures_dir"]
 SEEDS = config["seeds"]
@@ -346,8 +347,10 @@ rule fig_quality:
     conda:
         "config/environment.yaml"
     threads: 1
+    params:
+        script=PLOTS,
     shell:
-        "python paper-figures/plots.py quality --live {input.live} --sim {input.sim}"
+        "python {params.script} quality --live {input.live} --sim {input.sim}"
         " --out {output} > {log} 2>&1"
 
 
@@ -364,8 +367,10 @@ rule fig_delay:
     conda:
         "config/environment.yaml"
     threads: 1
+    params:
+        script=PLOTS,
     shell:
-        "python paper-figures/plots.py delay --live {input.live} --sim {input.sim}"
+        "python {params.script} delay --live {input.live} --sim {input.sim}"
         " --out {output} > {log} 2>&1"
 
 
@@ -381,8 +386,10 @@ rule fig_cores:
     conda:
         "config/environment.yaml"
     threads: 1
+    params:
+        script=PLOTS,
     shell:
-        "python paper-figures/plots.py cores --runs {input} --out {output} > {log} 2>&1"
+        "python {params.script} cores --runs {input} --out {output} > {log} 2>&1"
 
 
 rule fig_returns:
@@ -397,8 +404,10 @@ rule fig_returns:
     conda:
         "config/environment.yaml"
     threads: 1
+    params:
+        script=PLOTS,
     shell:
-        "python paper-figures/plots.py returns --runs {input} --out {output} > {log} 2>&1"
+        "python {params.script} returns --runs {input} --out {output} > {log} 2>&1"
 
 
 rule fig_overhead:
@@ -413,8 +422,10 @@ rule fig_overhead:
     conda:
         "config/environment.yaml"
     threads: 1
+    params:
+        script=PLOTS,
     shell:
-        "python paper-figures/plots.py overhead --input {input} --out {output} > {log} 2>&1"
+        "python {params.script} overhead --input {input} --out {output} > {log} 2>&1"
 
 
 rule fig_prediction:
@@ -429,8 +440,10 @@ rule fig_prediction:
     conda:
         "config/environment.yaml"
     threads: 1
+    params:
+        script=PLOTS,
     shell:
-        "python paper-figures/plots.py prediction --input {input} --out {output} > {log} 2>&1"
+        "python {params.script} prediction --input {input} --out {output} > {log} 2>&1"
 
 
 rule fig_fidelity:
@@ -445,8 +458,10 @@ rule fig_fidelity:
     conda:
         "config/environment.yaml"
     threads: 1
+    params:
+        script=PLOTS,
     shell:
-        "python paper-figures/plots.py fidelity --runs {input} --out {output} > {log} 2>&1"
+        "python {params.script} fidelity --runs {input} --out {output} > {log} 2>&1"
 
 
 rule summary:
