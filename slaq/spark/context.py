@@ -1,0 +1,244 @@
+"""The Spark :class:`~slaq.algorithms.base.TrainContext`: one Spark job per ``map_reduce``.
+
+A job's data is a list of *items* ``(block_id, start, stop)``: row windows of memory-mapped
+blocks of a shared block set (DESIGN.md s. 7). Tasks carry only items and load the rows with
+:func:`slaq.blocks.load_block`; every task returns its partial sum together with the CPU time it
+spent, which is what the per-epoch CPU budget is charged. The scheduling side (allocation,
+budget, abort) lives in :class:`JobGate`, shared with the engine's scheduler loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from slaq.algorithms.base import StopTraining
+from slaq.blocks import add_partials, load_block
+
+if TYPE_CHECKING:  # driver-only imports (pandas, pyarrow) stay out of the Python workers
+    from slaq.jobstate import JobState
+    from slaq.traces import TraceRow
+
+# Same value as slaq.jobstate.RUNNING, which the workers need not import.
+RUNNING = "running"
+
+Item = tuple[int, int, int]
+"""``(block_id, start_row, stop_row)``: the rows of one block a job trains on."""
+
+
+class RunAborted(Exception):
+    """The run is being torn down; job threads unwind without marking their job failed."""
+
+
+def run_partition(
+    fn: Callable[[Any, Any, Any], tuple], params: Any, directory: str, items: Iterable[Item]
+) -> Iterator[tuple[Any, float, float, float, int]]:
+    """Task body: sum ``fn`` over the partition's items; yield (sum, cpu_s, t0, t1, pid).
+
+    It consumes its whole iterator: a partition function that stops early makes PySpark fork a
+    new Python worker for every task (DESIGN.md s. 7).
+    """
+    wall0 = time.time()
+    cpu0 = time.process_time()
+    acc = None
+    for block_id, start, stop in items:
+        X, y = load_block(directory, block_id)
+        if start != 0 or stop != X.shape[0]:
+            X, y = X[start:stop], y[start:stop]
+        acc = add_partials(acc, fn(params, X, y))
+    yield acc, time.process_time() - cpu0, wall0, time.time(), os.getpid()
+
+
+def warm_partition(directories: Sequence[str], items: Iterable[int]) -> Iterator[int]:
+    """Warm-up task: import the numeric stack and map the first block of every block set."""
+    for _ in items:
+        pass
+    for directory in directories:
+        load_block(directory, 0)
+    yield os.getpid()
+
+
+@dataclass
+class JobGate:
+    """What a job thread may do now: its cores, its CPU budget, and whether the run goes on.
+
+    All fields are guarded by ``cond`` (one condition shared by every job of a run), so the
+    scheduler can publish a new allocation to every job at once and wake them.
+    """
+
+    cond: threading.Condition
+    cores: int = 0
+    native: bool = False  # Spark-native FAIR: all blocks as tasks, no budget, no waiting
+    budgeted: bool = True
+    balance_s: float = 0.0
+    aborted: Callable[[], bool] = field(default=lambda: False)
+
+    def ready(self) -> bool:
+        """True when the job may start an iteration (call with ``cond`` held)."""
+        if self.native:
+            return True
+        return self.cores > 0 and (not self.budgeted or self.balance_s > 0)
+
+
+@dataclass
+class IterationStats:
+    """Timing of one Spark job (one ``map_reduce``)."""
+
+    t_start_s: float
+    t_end_s: float
+    tasks: int
+    cores: int
+    cpu_s: float
+    wait_s: float
+
+
+class SparkTrainContext:
+    """Runs a trainer's ``map_reduce`` calls as Spark jobs with exactly ``cores`` tasks."""
+
+    def __init__(
+        self,
+        *,
+        sc: Any,
+        state: JobState,
+        gate: JobGate,
+        items: Sequence[Item],
+        directory: str,
+        run_id: str,
+        policy: str,
+        clock: Callable[[], float],
+        trace: list[TraceRow],
+        on_change: Callable[[], None],
+    ) -> None:
+        self.sc = sc
+        self.state = state
+        self.gate = gate
+        self.items = list(items)
+        self.directory = directory
+        self.run_id = run_id
+        self.policy = policy
+        self.clock = clock
+        self.trace = trace
+        self.on_change = on_change
+        self.n_blocks = len(self.items)
+        self.n_rows = sum(stop - start for _, start, stop in self.items)
+        self.cpu_s_total = 0.0
+        self.wait_s_total = 0.0
+        self.spark_jobs = 0
+        self._pending: IterationStats | None = None
+
+    # --------------------------------------------------------------- TrainContext protocol
+
+    def map_reduce(
+        self, fn: Callable[[Any, Any, Any], tuple], params: Any, blocks: Sequence[int] | None = None
+    ) -> tuple:
+        """Apply ``fn`` to the listed job-local blocks (all if None) as one Spark job; sum."""
+        if blocks is None:
+            selected = self.items
+        else:
+            bad = [b for b in blocks if not 0 <= int(b) < self.n_blocks]
+            if bad:
+                raise IndexError(f"blocks {bad[:5]} outside this job's 0..{self.n_blocks - 1}")
+            selected = [self.items[int(b)] for b in blocks]
+        if not selected:
+            raise ValueError("map_reduce over no blocks")
+        waited0 = time.monotonic()
+        with self.gate.cond:
+            while True:
+                if self.gate.aborted():
+                    raise RunAborted()
+                if self.state.status != RUNNING:
+                    raise StopTraining(self.state.status)
+                if self.gate.ready():
+                    break
+                self.gate.cond.wait()
+            cores = self.gate.cores
+            native = self.gate.native
+        wait_s = time.monotonic() - waited0
+        tasks = len(selected) if native else min(cores, len(selected))
+        iteration = len(self.state.history) + 1
+        self.sc.setLocalProperty(
+            "spark.job.description", f"{self.state.job_id} iteration {iteration}"
+        )
+        t0 = self.clock()
+        task = functools.partial(run_partition, fn, params, self.directory)
+        results = self.sc.parallelize(selected, tasks).mapPartitions(task).collect()
+        t1 = self.clock()
+        self.spark_jobs += 1
+        acc = None
+        cpu = 0.0
+        for part, cpu_s, *_ in results:
+            cpu += cpu_s
+            if part is not None:
+                acc = add_partials(acc, part)
+        with self.gate.cond:
+            if self.gate.budgeted and not native:
+                self.gate.balance_s -= cpu
+        self.cpu_s_total += cpu
+        self.wait_s_total += wait_s
+        # A setup call (no report follows) is simply overwritten by the next iteration's call;
+        # its CPU time was still charged to the budget above.
+        self._pending = IterationStats(t0, t1, tasks, tasks if not native else cores, cpu, wait_s)
+        if acc is None:
+            raise ValueError("map_reduce produced no partial results")
+        return acc
+
+    def report(self, objective: float) -> None:
+        """Record one completed iteration; raise StopTraining once the job is done."""
+        stats = self._pending
+        if stats is None:
+            raise RuntimeError("report() without a preceding map_reduce()")
+        self._pending = None
+        t_end = self.clock()
+        with self.gate.cond:
+            if self.state.status == RUNNING:
+                row = self.state.record(
+                    run_id=self.run_id,
+                    policy=self.policy,
+                    loss=float(objective) if _is_number(objective) else math.nan,
+                    t_start_s=stats.t_start_s,
+                    t_end_s=t_end,
+                    cores=stats.cores,
+                    cpu_s=stats.cpu_s,
+                )
+                if row is not None:
+                    self.trace.append(row)
+            status = self.state.status
+        if status != RUNNING:
+            self.on_change()
+            raise StopTraining(status)
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def daemon_main() -> None:
+    """PySpark daemon (``spark.python.daemon.module``) that imports the numeric stack once.
+
+    Every Python worker is forked from the daemon, so importing numpy, scipy and the trainers
+    here saves each worker a few CPU seconds of imports at start-up.
+    """
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        # BLAS thread pools must not exist before the daemon forks (and a task is one slot).
+        os.environ.setdefault(name, "1")
+    import pyspark.worker  # noqa: F401
+    from pyspark.daemon import manager
+
+    import slaq.algorithms  # noqa: F401
+    import slaq.spark.context  # noqa: F401
+
+    manager()
+
+
+if __name__ == "__main__":
+    daemon_main()

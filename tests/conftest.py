@@ -1,0 +1,51 @@
+"""Shared fixtures: one local Spark cluster for the whole session (tests marked ``spark``)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+
+@functools.cache
+def _java_problem() -> str | None:
+    from slaq.spark.cluster import JavaMissingError, check_java
+
+    try:
+        check_java()
+    except JavaMissingError as exc:
+        return str(exc)
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``spark`` tests when no usable Java runtime is installed."""
+    spark_items = [item for item in items if "spark" in item.keywords]
+    if spark_items and _java_problem():
+        skip = pytest.mark.skip(reason=_java_problem())
+        for item in spark_items:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A 2-worker x 2-core cluster on 127.0.0.1, shared by the session; no JVM outlives it."""
+    from slaq.spark.cluster import LocalSparkCluster
+
+    log_dir = tmp_path_factory.mktemp("spark-cluster")
+    with LocalSparkCluster(
+        workers=2, cores_per_worker=2, memory_per_worker="2g", log_dir=log_dir
+    ) as cluster:
+        pids = list(cluster.pids)
+        yield cluster
+    assert not [p for p in pids if running(p)], "cluster JVMs still running after teardown"
+
+
+def running(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) process."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

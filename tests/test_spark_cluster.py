@@ -1,0 +1,169 @@
+"""Local Spark cluster lifecycle: up/down by PID, no orphans, loopback only, attach mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from slaq.spark.cluster import (
+    JAVA_PACKAGE,
+    AttachedCluster,
+    ClusterError,
+    JavaMissingError,
+    LocalSparkCluster,
+    check_java,
+)
+from tests.conftest import running
+
+
+def wait_gone(pids: list[int], timeout_s: float = 60.0) -> list[int]:
+    """PIDs still running after waiting up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [p for p in pids if running(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def listeners(pids: list[int]) -> list[tuple[int, str, int]]:
+    """(pid, ip, port) of every listening TCP socket of ``pids`` and their descendants."""
+    procs = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            procs.extend([proc, *proc.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            continue
+    out = []
+    for proc in procs:
+        try:
+            conns = proc.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        out.extend(
+            (proc.pid, c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN
+        )
+    return out
+
+
+def is_loopback(ip: str) -> bool:
+    """127.0.0.0/8 or ::1, also in IPv4-mapped form."""
+    ip = ip.removeprefix("::ffff:")
+    return ip.startswith("127.") or ip == "::1"
+
+
+def test_missing_java_names_the_debian_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with pytest.raises(JavaMissingError, match=JAVA_PACKAGE):
+        check_java()
+    with pytest.raises(JavaMissingError, match=JAVA_PACKAGE):
+        LocalSparkCluster(workers=1, cores_per_worker=1, log_dir=tmp_path).start()
+
+
+def test_attach_rejects_non_standalone_url():
+    with pytest.raises(ClusterError, match="spark://"):
+        AttachedCluster("yarn")
+
+
+@pytest.mark.spark
+def test_attached_cluster_reads_capacity(spark_cluster):
+    attached = AttachedCluster(spark_cluster.master_url, spark_cluster.webui_url)
+    assert attached.capacity() == spark_cluster.total_cores == 4
+    status = spark_cluster.status()
+    assert status["aliveworkers"] == 2
+    assert spark_cluster.master_url.startswith("spark://127.0.0.1:")
+    for _pid, ip, _port in listeners(spark_cluster.pids):
+        assert is_loopback(ip), f"cluster listens on {ip}"
+
+
+@pytest.mark.spark
+def test_context_manager_tears_down_on_exception(tmp_path):
+    pids: list[int] = []
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        LocalSparkCluster(workers=1, cores_per_worker=1, log_dir=tmp_path) as cluster,
+    ):
+        pids.extend(cluster.pids)
+        assert len(pids) == 2 and all(running(p) for p in pids)
+        assert all(is_loopback(ip) for _, ip, _ in listeners(pids))
+        raise RuntimeError("boom")
+    assert not wait_gone(pids, 5), "JVMs left after an exception"
+    assert (tmp_path / "master.log").exists() and (tmp_path / "worker-0.log").exists()
+
+
+@pytest.mark.spark
+def test_sigkilled_parent_takes_the_cluster_down(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import json, sys, time
+        from pathlib import Path
+        from slaq.spark.cluster import LocalSparkCluster
+        with LocalSparkCluster(workers=1, cores_per_worker=1, log_dir=Path({str(tmp_path)!r})) as c:
+            print(json.dumps(c.pids), flush=True)
+            time.sleep(600)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = json.loads(proc.stdout.readline())
+        assert all(running(p) for p in pids)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert not wait_gone(pids, 60), "JVMs outlived their SIGKILLed parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.spark
+def test_cli_cluster_up_status_down(tmp_path):
+    state = tmp_path / "state.json"
+    cli = [sys.executable, "-m", "slaq.cli"]
+    up = subprocess.run(
+        [*cli, "cluster", "up", "--state", str(state), "--workers", "1", "--cores-per-worker", "1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert up.returncode == 0, up.stderr
+    info = json.loads(state.read_text())
+    pids = info["pids"]
+    try:
+        assert all(running(p) for p in pids), "cluster up did not leave the daemons running"
+        status = subprocess.run(
+            [*cli, "cluster", "status", "--state", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 0 and "1 workers ALIVE, 1 cores" in status.stderr
+        down = subprocess.run(
+            [*cli, "cluster", "down", "--state", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert down.returncode == 0, down.stderr
+        assert not wait_gone(pids, 10)
+        assert not state.exists()
+    finally:
+        for pid in pids:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_cli_status_without_state_is_a_clear_error(tmp_path):
+    from slaq.cli import main
+
+    assert main(["cluster", "status", "--state", str(Path(tmp_path) / "none.json")]) == 2

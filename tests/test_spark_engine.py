@@ -1,0 +1,400 @@
+"""Live engine on Spark: end-to-end runs, enforced allocations, lost workers, signals."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from slaq.policy import PolicyError, load_policy
+from slaq.spark.cluster import LocalSparkCluster
+from slaq.spark.engine import (
+    TASK_LOG_FILE,
+    EpochInfo,
+    LiveRun,
+    LiveRunError,
+    job_items,
+    run_live,
+    start_spark_context,
+    stop_spark_context,
+)
+from slaq.traces import ALLOCATION_SCHEMA, TRACE_SCHEMA, read_allocations, read_run, read_trace
+from slaq.workload import parse_workload
+from tests.conftest import running
+from tests.test_spark_cluster import is_loopback, listeners, wait_gone
+
+TINY = {
+    "name": "tiny",
+    "jobs": [
+        {"id": "a", "algorithm": "logreg", "dataset": "digits", "arrival_s": 0.0},
+        {"id": "b", "algorithm": "svm", "dataset": "breast-cancer", "arrival_s": 0.5},
+        {
+            "id": "c",
+            "algorithm": "kmeans",
+            "dataset": "digits",
+            "arrival_s": 1.5,
+            "params": {"k": 5, "rows": 900},
+        },
+    ],
+}
+
+
+def tiny_workload(max_iter: int = 10) -> object:
+    data = {
+        "name": TINY["name"],
+        "jobs": [{**j, "max_iter": max_iter, "tol": 0.0} for j in TINY["jobs"]],
+    }
+    return parse_workload(data, "<tiny>")
+
+
+def driver_jvms() -> list[int]:
+    """Driver JVMs (``SparkSubmit``) started by this test process and still running."""
+    out = []
+    for proc in psutil.Process().children():
+        try:
+            if "SparkSubmit" in " ".join(proc.cmdline()) and proc.status() != "zombie":
+                out.append(proc.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temporary run directories left next to an output directory."""
+    return sorted(
+        p.name for p in directory.iterdir() if ".partial-" in p.name or ".scratch-" in p.name
+    )
+
+
+# --------------------------------------------------------------------------- no Spark needed
+
+
+def test_job_items_subsample_is_seeded_windows():
+    from slaq.blocks import BlockSet
+
+    bs = BlockSet(Path("/nonexistent"), 4, 100, 3, (25, 25, 25, 25))
+    assert job_items(bs, None, (0, 1)) == [(i, 0, 25) for i in range(4)]
+    items = job_items(bs, 50, (0, 1))
+    assert sum(b - a for _, a, b in items) == 50 and len(items) == 4
+    assert all(0 <= a < b <= 25 for _, a, b in items)
+    assert items == job_items(bs, 50, (0, 1))
+    assert items != job_items(bs, 50, (0, 2))
+    assert sum(b - a for _, a, b in job_items(bs, 3, (0, 1))) == 3
+
+
+class _TooGreedy:
+    name = "too-greedy"
+
+    def allocate(self, cluster, jobs):
+        return {j.job_id: cluster.total_cores for j in jobs}
+
+
+def _offline_run(policy, cpu_budget=True):
+    """A LiveRun with prepared job states but no Spark, to exercise the scheduler step."""
+    from slaq.blocks import BlockSet
+    from slaq.jobstate import JobState
+    from slaq.predict import RuntimeModel
+    from slaq.spark.context import JobGate
+    from slaq.spark.engine import JobData, _Job
+
+    wl = tiny_workload()
+    run = LiveRun(
+        wl,
+        policy,
+        "spark://127.0.0.1:1",
+        8,
+        3.0,
+        0,
+        Path("/nonexistent"),
+        cpu_budget=cpu_budget,
+        physical_cores=2,
+    )
+    bs = BlockSet(Path("/nonexistent"), 48, 4800, 2, (100,) * 48)
+    data = JobData("d", "multiclass", bs, 3)
+    jobs = []
+    for spec in wl.jobs:
+        state = JobState(spec, RuntimeModel())
+        state.start(0.0)
+        gate = JobGate(cond=run._cond, budgeted=cpu_budget)
+        jobs.append(_Job(spec, state, gate, data, job_items(bs, None, (0, 0))))
+    return run, jobs
+
+
+def test_scheduler_step_publishes_cores_and_budgets():
+    run, jobs = _offline_run(load_policy("fair"))
+    allocations, decisions = [], []
+    with run._cond:
+        info = run._decide(jobs, 8, 0, True, 3.0, allocations, decisions)
+    assert sum(info.allocation.values()) == 8
+    assert [j.gate.cores for j in jobs] == [3, 3, 2]
+    # budget = cores * epoch * physical / slots
+    assert [j.gate.balance_s for j in jobs] == pytest.approx([2.25, 2.25, 1.5])
+    assert len(allocations) == 3 and all(math.isnan(r.predicted_gain) for r in allocations)
+    jobs[0].gate.balance_s = -1.0  # overspent: the debt carries into the next epoch
+    jobs[1].gate.balance_s = 5.0  # unspent budget lapses
+    with run._cond:
+        run._decide(jobs, 8, 1, True, 6.0, allocations, decisions)
+    assert [j.gate.balance_s for j in jobs] == pytest.approx([1.25, 2.25, 1.5])
+    assert len(decisions) == 2
+
+
+def test_invalid_allocation_names_the_policy():
+    run, jobs = _offline_run(_TooGreedy())
+    with pytest.raises(PolicyError, match="too-greedy"), run._cond:
+        run._decide(jobs, 8, 0, True, 3.0, [], [])
+
+
+# --------------------------------------------------------------------------- live runs
+
+
+def check_concurrency(run_dir: Path, native: bool) -> None:
+    """Spark's own task records: no job ever ran more tasks at once than its allocation.
+
+    Under Spark-native FAIR every iteration instead runs one task per block of the job.
+    """
+    tasks = pd.read_parquet(run_dir / TASK_LOG_FILE)
+    trace = read_trace(run_dir)
+    blocks = {job_id: info["blocks"] for job_id, info in read_run(run_dir)["jobs"].items()}
+    tasks = tasks[tasks.job_id.isin(trace.job_id.unique())]
+    assert len(tasks) > 0
+    cores = {(r.job_id, f"{r.job_id} iteration {r.iteration}"): r.cores for r in trace.itertuples()}
+    for (job_id, description), group in tasks.groupby(["job_id", "description"]):
+        if (job_id, description) not in cores:  # a run-up call past the last iteration
+            continue
+        allowed = cores[(job_id, description)]
+        for _, stage in group.groupby("stage_id"):
+            start = stage.launch_s.to_numpy()
+            end = start + stage.duration_s.to_numpy()
+            # Spark's time stamps have millisecond resolution: touching intervals don't overlap.
+            overlap = max(int(np.sum((start < s + 1e-3) & (end > s + 1e-3))) for s in start)
+            if native:
+                # one task per block (a trainer's set-up call reads block 0 only)
+                assert len(stage) in (1, blocks[job_id]), (job_id, description, len(stage))
+            else:
+                assert len(stage) <= allowed, (job_id, description, len(stage), allowed)
+                assert overlap <= allowed, (job_id, description, overlap, allowed)
+    # Iterations of one job never overlap: at most one Spark job per pool at a time.
+    for _, rows in trace.groupby("job_id"):
+        rows = rows.sort_values("iteration")
+        assert (rows.t_start_s.to_numpy()[1:] >= rows.t_end_s.to_numpy()[:-1] - 1e-6).all()
+
+
+def run_tiny(cluster, tmp_path: Path, policy_name: str, sc=None) -> Path:
+    """Run the 3-job workload under a policy, sampling listening sockets meanwhile."""
+    seen: set[tuple[int, str, int]] = set()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            seen.update(listeners([os.getpid(), *cluster.pids]))
+            stop.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    epochs: list[EpochInfo] = []
+    out = tmp_path / "run"
+    try:
+        run_live(
+            tiny_workload(),
+            load_policy(policy_name),
+            master_url=cluster.master_url,
+            total_cores=cluster.total_cores,
+            epoch_s=1.0,
+            seed=3,
+            out_dir=out,
+            progress=False,
+            webui_url=cluster.webui_url,
+            task_log=True,
+            max_time_s=240,
+            on_epoch=epochs.append,
+            spark_context=sc,
+            n_blocks=16,  # 4 x cores: native FAIR runs one task per block
+        )
+    finally:
+        stop.set()
+        sampler.join()
+    assert leftovers(tmp_path) == []
+    meta = read_run(out)
+    assert meta["exit_status"] == "ok", meta["jobs"]
+    assert meta["policy"] == policy_name and meta["mode"] == "live"
+    assert meta["versions"]["java"] and meta["spark_master"] == cluster.master_url
+    assert {j["status"] for j in meta["jobs"].values()} == {"finished"}
+    for name, schema in (("trace", TRACE_SCHEMA), ("allocations", ALLOCATION_SCHEMA)):
+        assert pq.read_schema(out / f"{name}.parquet").equals(schema, check_metadata=False)
+    trace = read_trace(out)
+    iterations = trace.groupby("job_id").iteration.max().to_dict()
+    assert iterations == {k: v["iterations"] for k, v in meta["jobs"].items()}
+    assert iterations["a"] == iterations["b"] == 10 and 1 <= iterations["c"] <= 10
+    assert (trace.cpu_s > 0).all() and np.isfinite(trace.loss).all()
+    allocs = read_allocations(out)
+    assert (allocs.groupby("epoch").cores.sum() <= cluster.total_cores).all()
+    assert len(epochs) > 0 and all(e.total_cores == 4 for e in epochs)
+    check_concurrency(out, native=policy_name == "spark-fair")
+    assert seen, "no listening sockets were sampled"
+    exposed = sorted({(pid, ip, port) for pid, ip, port in seen if not is_loopback(ip)})
+    assert not exposed, f"listeners on non-loopback addresses: {exposed}"
+    return out
+
+
+@pytest.mark.spark
+def test_fair_end_to_end_with_its_own_spark_context(spark_cluster, tmp_path):
+    run_tiny(spark_cluster, tmp_path, "fair")
+    assert not driver_jvms(), "driver JVM left after the run"
+
+
+@pytest.fixture(scope="class")
+def shared_sc(spark_cluster):
+    """One SparkContext for the tests of a class (a context costs ~30 s to start here)."""
+    sc = start_spark_context(
+        spark_cluster.master_url, total_cores=spark_cluster.total_cores, task_log=True
+    )
+    yield sc
+    stop_spark_context(sc)
+    assert not driver_jvms(), "driver JVM left after stop_spark_context"
+
+
+@pytest.mark.spark
+class TestOnASharedSparkContext:
+    """Further policies reuse one SparkContext (the engine leaves a given context running)."""
+
+    @pytest.mark.parametrize("policy_name", ["slaq", "spark-fair"])
+    def test_end_to_end(self, spark_cluster, shared_sc, tmp_path, policy_name):
+        out = run_tiny(spark_cluster, tmp_path, policy_name, shared_sc)
+        assert read_run(out)["spark_context_shared"]
+
+
+@pytest.mark.spark
+def test_lost_worker_completes_or_fails_cleanly(tmp_path):
+    wl = parse_workload(
+        {
+            "name": "lose-a-worker",
+            "jobs": [
+                {
+                    "id": "a",
+                    "algorithm": "logreg",
+                    "dataset": "digits",
+                    "arrival_s": 0,
+                    "max_iter": 15,
+                    "tol": 0.0,
+                },
+                {
+                    "id": "b",
+                    "algorithm": "linreg",
+                    "dataset": "digits",
+                    "arrival_s": 0,
+                    "max_iter": 15,
+                    "tol": 0.0,
+                },
+            ],
+        },
+        "<lose>",
+    )
+    out = tmp_path / "run"
+    with LocalSparkCluster(workers=2, cores_per_worker=1, log_dir=tmp_path / "logs") as cluster:
+        victim = cluster.worker_pids[1]
+        family = [victim, *(p.pid for p in psutil.Process(victim).children(recursive=True))]
+
+        def kill_once(info: EpochInfo) -> None:
+            if info.iterations >= 3 and running(victim):
+                family.extend(p.pid for p in psutil.Process(victim).children(recursive=True))
+                os.kill(victim, signal.SIGKILL)
+
+        try:
+            run_live(
+                wl,
+                load_policy("fair"),
+                master_url=cluster.master_url,
+                total_cores=cluster.total_cores,
+                epoch_s=1.0,
+                seed=0,
+                out_dir=out,
+                progress=False,
+                webui_url=cluster.webui_url,
+                max_time_s=240,
+                on_epoch=kill_once,
+            )
+        except LiveRunError as exc:
+            assert str(exc)  # a clear message, and nothing that looks like a run
+            assert not out.exists()
+        else:
+            meta = read_run(out)
+            assert [c for _, c in meta["capacity_changes"]][-1] == 1, meta["capacity_changes"]
+            trace = read_trace(out)
+            assert trace.groupby("job_id").iteration.max().to_dict() == {"a": 15, "b": 15}
+            allocs = read_allocations(out)
+            late = allocs[allocs.t_s > meta["capacity_changes"][-1][0]]
+            assert (late.groupby("epoch").cores.sum() <= 1).all()
+        assert not running(victim)
+        assert not wait_gone(family, 30), "processes of the killed worker survived"
+        assert leftovers(tmp_path) == []
+        pids = list(cluster.pids)
+    assert not driver_jvms()
+    assert not wait_gone(pids, 5)
+
+
+@pytest.mark.spark
+def test_sigterm_to_slaq_run_leaves_no_jvm_and_no_output(tmp_path):
+    workload = tmp_path / "w.yaml"
+    jobs = [{**j, "max_iter": 100000, "tol": 0.0} for j in TINY["jobs"][:2]]
+    workload.write_text(yaml.safe_dump({"name": "forever", "jobs": jobs}))
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "slaq.cli",
+        "run",
+        "--workload",
+        str(workload),
+        "--policy",
+        "fair",
+        "--cluster",
+        "local",
+        "--workers",
+        "1",
+        "--cores-per-worker",
+        "2",
+        "--epoch",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    up = threading.Event()
+
+    def drain() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "SparkContext app-" in line:
+                up.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert up.wait(240), "".join(lines[-30:])
+        time.sleep(2.0)  # let a few iterations run
+        family = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert any("java" in psutil.Process(p).name() for p in family if running(p))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=10)
+    assert not wait_gone(family, 30), "processes outlived slaq run after SIGTERM"
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+    assert any("SIGTERM" in line for line in lines), "".join(lines[-20:])
