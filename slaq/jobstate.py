@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from slaq.algorithms.base import ConvergenceRule
 from slaq.policy import JobView
 from slaq.predict import RuntimeModel
 from slaq.quality import LossHistory, NonFiniteLoss
@@ -17,31 +18,6 @@ from slaq.traces import TraceRow
 from slaq.workload import JobSpec
 
 PENDING, RUNNING, FINISHED, FAILED = "pending", "running", "finished", "failed"
-
-
-@dataclass
-class ConvergenceRule:
-    """Stop after ``max_iter`` iterations or when the relative improvement stays below ``tol``.
-
-    The improvement must stay below ``tol`` for ``patience`` iterations in a row, so one noisy
-    step does not end a job.
-    """
-
-    max_iter: int
-    tol: float = 0.0
-    patience: int = 3
-    _count: int = 0
-    _calm: int = 0
-    _prev: float | None = None
-
-    def update(self, objective: float) -> bool:
-        """Record one iteration's objective; True when the job must stop."""
-        self._count += 1
-        if self._prev is not None and self.tol > 0:
-            improvement = (self._prev - objective) / max(abs(self._prev), 1e-12)
-            self._calm = self._calm + 1 if improvement < self.tol else 0
-        self._prev = objective
-        return self._count >= self.max_iter or (self.tol > 0 and self._calm >= self.patience)
 
 
 @dataclass
