@@ -112,14 +112,12 @@ def prediction(
         if errors.empty:
             continue
         table = errors.groupby(["predictor", "horizon"])["rel_error"].agg(["median", "mean"])
-        out["families"][family] = {
-            pred: {
-                str(h): {
-                    "median": float(table.loc[(pred, h), "median"]),
-                    "mean": float(table.loc[(pred, h), "mean"]),
-                }
-                for h in horizons
+        # Short recorded curves have no point far enough ahead for the longest horizons.
+        families: dict[str, dict[str, Any]] = {}
+        for (pred, h), row in table.iterrows():
+            families.setdefault(pred, {})[str(h)] = {
+                "median": float(row["median"]),
+                "mean": float(row["mean"]),
             }
-            for pred in errors["predictor"].unique()
-        }
+        out["families"][family] = families
     return out
