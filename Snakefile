@@ -95,10 +95,17 @@ def fidelity_files():
 report: "paper-figures/captions/workflow.rst"
 
 
+def run_dirs():
+    """Every run directory, so that deleting one reruns it and what depends on it."""
+    modes = (["live", "replay"] if RUN_LIVE else []) + (["sim"] if RUN_SIM else [])
+    return expand(f"{R}/{{mode}}/{{policy}}-{{seed}}", mode=modes, policy=POLICIES, seed=SEEDS)
+
+
 rule all:
     input:
         f"{R}/summary.md",
         expand(f"{F}/{{fig}}.png", fig=wanted_figures()),
+        run_dirs(),
 
 
 rule datasets:

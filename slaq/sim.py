@@ -107,16 +107,22 @@ def sim_jobs_from_workload(workload: Workload, seed: int) -> list[SimJob]:
     return out
 
 
-def sim_jobs_from_trace(
-    trace: pd.DataFrame, overhead_s: float = DEFAULT_OVERHEAD_S
-) -> list[SimJob]:
-    """Jobs replaying a recorded run: same arrivals, losses per iteration and CPU work."""
+def sim_jobs_from_trace(trace: pd.DataFrame) -> list[SimJob]:
+    """Jobs replaying a recorded run: same arrivals, losses per iteration and costs.
+
+    A job's work per iteration is its median task CPU time; its fixed overhead per iteration
+    (Spark's job latency, the barrier) is the median of what its wall time exceeded
+    ``cpu / cores``, so that replayed iterations take as long as the recorded ones.
+    """
     out = []
     for job_id, rows in trace.sort_values(["job_id", "iteration"]).groupby("job_id", sort=True):
         first = rows.iloc[0]
         losses = rows["loss"].to_numpy(float)
         cpu = rows["cpu_s"].to_numpy(float)
+        cores = np.maximum(rows["cores"].to_numpy(float), 1.0)
+        wall = (rows["t_end_s"] - rows["t_start_s"]).to_numpy(float)
         work = float(np.median(cpu[cpu > 0])) if np.any(cpu > 0) else 1.0
+        overhead = float(max(np.median(wall - cpu / cores), 0.0)) if wall.size else 0.0
         spec = JobSpec(
             job_id=str(job_id),
             algorithm=str(first["algorithm"]),
@@ -125,7 +131,7 @@ def sim_jobs_from_trace(
             max_iter=len(losses),
             tol=0.0,
         )
-        out.append(SimJob(spec, losses, work, overhead_s))
+        out.append(SimJob(spec, losses, work, overhead))
     return sorted(out, key=lambda j: (j.spec.arrival_s, j.spec.job_id))
 
 
