@@ -327,8 +327,11 @@ class LiveRun:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:8]
         tmp_dir = out_dir.parent / f".{out_dir.name}.partial-{tag}"
-        scratch = out_dir.parent / f".{out_dir.name}.scratch-{tag}"
-        blocks_root = Path(self.data_dir) / "blocks" if self.data_dir else scratch / "blocks"
+        scratch = out_dir.resolve().parent / f".{out_dir.name}.scratch-{tag}"
+        # Absolute: executors run in their own working directories.
+        blocks_root = (
+            Path(self.data_dir).resolve() / "blocks" if self.data_dir else scratch / "blocks"
+        )
         env_keys = ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "SPARK_LOCAL_IP")
         env_backup = {k: os.environ.get(k) for k in env_keys}
         try:
