@@ -63,10 +63,18 @@ wildcard_constraints:
     seed="[0-9]+",
 
 
-def policy_args(wildcards):
-    """--policy-arg flags from config['policy_args'] for this policy."""
-    args = config["policy_args"].get(POLICIES[wildcards.policy], {})
+def policy_flags(spec, section):
+    """--policy-arg flags: config['policy_args'], then the live/simulation section's own."""
+    args = {**config["policy_args"].get(spec, {}), **section["policy_args"].get(spec, {})}
     return " ".join(f"--policy-arg {k}={json.dumps(v)}" for k, v in args.items())
+
+
+def live_policy_args(wildcards):
+    return policy_flags(POLICIES[wildcards.policy], LIVE)
+
+
+def sim_policy_args(wildcards):
+    return policy_flags(POLICIES[wildcards.policy], SIMC)
 
 
 def wanted_figures():
@@ -163,7 +171,7 @@ rule live_run:
         spark_cluster=1,
     params:
         spec=lambda wc: POLICIES[wc.policy],
-        args=policy_args,
+        args=live_policy_args,
         cluster=LIVE["cluster"],
         workers=LIVE["workers"],
         cpw=LIVE["cores_per_worker"],
@@ -228,7 +236,7 @@ rule simulate:
     threads: 1
     params:
         spec=lambda wc: POLICIES[wc.policy],
-        args=policy_args,
+        args=sim_policy_args,
         source=sim_source_flags,
         cores=SIMC["cores"],
         epoch=SIMC["epoch_s"],
@@ -252,7 +260,7 @@ rule replay_live:
     threads: 1
     params:
         spec=lambda wc: POLICIES[wc.policy],
-        args=policy_args,
+        args=live_policy_args,
         cores=LIVE_CORES,
         epoch=LIVE["epoch_s"],
     shell:

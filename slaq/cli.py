@@ -42,13 +42,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.pool:
         pool = [j for d in args.pool for j in sim_jobs_from_trace(read_trace(Path(d)))]
         jobs = sim_jobs_from_pool(
-            pool, args.n_jobs, args.mean_interarrival, args.seed, args.work_scale
+            pool, args.n_jobs, args.mean_interarrival, args.seed, args.work_scale, args.overhead
         )
         source = {
             "pool": [str(d) for d in args.pool],
             "n_jobs": args.n_jobs,
             "mean_interarrival_s": args.mean_interarrival,
             "work_scale": args.work_scale,
+            "overhead_s": args.overhead,
         }
     elif args.trace:
         jobs = sim_jobs_from_trace(read_trace(Path(args.trace)))
@@ -221,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw --n-jobs jobs from the loss curves of recorded runs",
     )
     p.add_argument("--n-jobs", type=int, default=160, help="jobs drawn from --pool")
+    p.add_argument(
+        "--overhead",
+        type=float,
+        help="fixed seconds per iteration of jobs drawn from --pool (default: as recorded)",
+    )
     p.add_argument(
         "--work-scale",
         type=float,
