@@ -162,11 +162,12 @@ rule live_run:
         f"{R}/logs/live-{{policy}}-{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/live-{{policy}}-{{seed}}.tsv"
-    # The Spark cluster uses every core of the machine; running anything beside it would
-    # distort its timings, so a live run takes all of Snakemake's cores as well.
     conda:
         "config/environment.yaml"
-    threads: workflow.cores
+    # The Spark cluster uses every core of the machine; running anything beside it would
+    # distort its timings, so a live run asks for more threads than any machine has and
+    # Snakemake scales that down to all of its --cores.
+    threads: 4096
     resources:
         spark_cluster=1,
     params:
