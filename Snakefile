@@ -218,7 +218,7 @@ def sim_source_flags(wildcards, input):
         return (
             f"--pool {input.pool} --n-jobs {SIMC['n_jobs']}"
             f" --mean-interarrival {SIMC['mean_interarrival_s']}"
-            f" --work-scale {SIMC['work_scale']}"
+            f" --work-scale {SIMC['work_scale']} --overhead {SIMC['overhead_s']}"
         )
     return f"--workload {input.workload}"
 
