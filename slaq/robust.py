@@ -81,9 +81,7 @@ def _positive(losses: np.ndarray) -> np.ndarray:
     return losses - low + span
 
 
-def fit_trend(
-    losses: np.ndarray, window: int = 16, smooth: int = 5, bonus: float = 0.0
-) -> Trend:
+def fit_trend(losses: np.ndarray, window: int = 16, smooth: int = 5, bonus: float = 0.0) -> Trend:
     """Fit the log-linear trend of the last ``window`` losses (noise-aware geometric rule).
 
     The rate is the least-squares slope of log-loss (clipped at 0: a rising fit predicts no
@@ -289,10 +287,7 @@ class RobustSlaqPolicy:
     def _exploration(self, jobs: Sequence[JobView], total: int, fair: np.ndarray) -> np.ndarray:
         """Reserved cores split over unreliable jobs in proportion to unreliability."""
         weights = np.array(
-            [
-                unreliability(j.losses, self.noise_window) if j.iterations >= 2 else 0.0
-                for j in jobs
-            ]
+            [unreliability(j.losses, self.noise_window) if j.iterations >= 2 else 0.0 for j in jobs]
         )
         out = np.zeros(len(jobs), dtype=np.int64)
         if not weights.sum() > 0:
