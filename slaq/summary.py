@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from slaq.traces import write_text_atomic
+
 PAPER_QUALITY = 0.73
 PAPER_DELAY = 0.44
 
@@ -144,8 +146,4 @@ def render(
 
 def write_summary(out: Path, **kwargs: Any) -> None:
     """Render and write the summary atomically."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(render(**kwargs))
-    tmp.replace(out)
+    write_text_atomic(Path(out), render(**kwargs))

@@ -112,16 +112,22 @@ def write_table_atomic(rows: Iterable[Any], schema: pa.Schema, path: Path) -> No
         tmp.unlink(missing_ok=True)
 
 
-def write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
-    """Write JSON atomically (temp file in the same directory, then rename)."""
-    fd, tmp = _atomic_target(path)
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file through a temporary file and os.replace (never half-written)."""
+    fd, tmp = _atomic_target(Path(path))
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
+    """Write JSON atomically (temp file in the same directory, then rename)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_trace(run_dir: Path) -> pd.DataFrame:

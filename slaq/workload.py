@@ -173,17 +173,9 @@ def load_workload(path: str | Path) -> Workload:
 
 def save_workload(workload: Workload, path: str | Path) -> None:
     """Write a workload file atomically."""
-    import os
+    from slaq.traces import write_text_atomic
 
-    from slaq.traces import _atomic_target
-
-    fd, tmp = _atomic_target(Path(path))
-    try:
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(workload.to_dict(), fh, sort_keys=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(Path(path), yaml.safe_dump(workload.to_dict(), sort_keys=False))
 
 
 def poisson_arrivals(n: int, mean_interarrival_s: float, seed: int) -> np.ndarray:

@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from slaq.traces import write_text_atomic
+
 # The checkout layout: slaq/datasets/registry.py -> <repo>/datasets/registry.yaml.
 DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "datasets" / "registry.yaml"
 TASKS = ("binary", "multiclass", "regression", "clustering")
@@ -301,21 +303,6 @@ class Lock:
             }
             text = json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=2)
             write_text_atomic(self.path, text + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary file and os.replace (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Registry:
