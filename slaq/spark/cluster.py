@@ -87,6 +87,11 @@ def signals_as_exceptions(
             first = not _signal_fired
             _signal_fired = True
         if first:
+            # The exception can land where it is swallowed or where teardown blocks (inside a
+            # py4j call, say); the watchdog guarantees the process and its JVMs still go.
+            threading.Thread(
+                target=_teardown_watchdog, args=(signum,), daemon=True, name="teardown-watchdog"
+            ).start()
             raise Terminated(signum)
         log.warning("%s received again; still shutting down", signal.Signals(signum).name)
 
@@ -102,6 +107,25 @@ def signals_as_exceptions(
                 _signal_fired = False
         for signum, previous in old.items():
             signal.signal(signum, previous)
+
+
+TEARDOWN_GRACE_S = 45.0
+
+
+def _teardown_watchdog(signum: int, grace_s: float = TEARDOWN_GRACE_S) -> None:
+    """If orderly teardown has not ended the process after ``grace_s``, kill its children."""
+    time.sleep(grace_s)  # a deadline, not synchronization: the process normally exits first
+    log.error(
+        "teardown did not finish %.0f s after %s; killing child processes",
+        grace_s,
+        signal.Signals(signum).name,
+    )
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(children, timeout=10)
+    os._exit(128 + signum)
 
 
 # --------------------------------------------------------------------------- helpers
