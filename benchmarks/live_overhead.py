@@ -1,4 +1,4 @@
-"""Overhead of running an iteration on Spark, per algorithm (DESIGN.md s. 7).
+"""Overhead of running an iteration on Spark, per algorithm (docs/design.md §7).
 
 For each algorithm: the median iteration time of a single job holding every slot of a local
 cluster (2 workers x 4 cores), the latency of a bare Spark job with the same number of tasks
@@ -134,7 +134,7 @@ def local_iteration_s(algorithm: str, blockset: Any, classes: int, iters: int) -
 
 def _noop(items: Iterator[int]) -> Iterator[int]:
     n = 0
-    for _ in items:  # consume the whole iterator (DESIGN.md s. 7)
+    for _ in items:  # consume the whole iterator (docs/design.md §7)
         n += 1
     yield n
 

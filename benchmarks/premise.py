@@ -1,4 +1,4 @@
-"""Premise check (DESIGN.md s. 7): does a job holding k of C slots get about k/C of the CPU?
+"""Premise check (docs/design.md §7): does a job holding k of C slots get about k/C of the CPU?
 
 Two identical compute-bound jobs (an MLP trained by L-BFGS on synthetic float32 data, sized so
 one iteration costs about 1-2 CPU seconds at one core) are held at 6 and 2 of 8 slots on a

@@ -2,7 +2,7 @@
 
 A block set is a directory of ``X_00000.npy``/``y_00000.npy`` pairs plus ``blockset.json``.
 Blocks are memory-mapped rather than shipped through Spark's pickled RDD cache: a task then
-carries only block ids and every Python worker on the machine shares the page cache (DESIGN.md
+carries only block ids and every Python worker on the machine shares the page cache (docs/design.md
 §7). Large sparse matrices are stored as ``X_00000.npz`` CSR pieces (loaded, not mapped).
 """
 

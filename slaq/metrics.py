@@ -1,4 +1,4 @@
-"""Metrics of DESIGN.md section 4, computed from traces so live and simulated runs compare.
+"""Metrics of docs/design.md §4, computed from traces so live and simulated runs compare.
 
 Conventions (stated once, used everywhere):
 

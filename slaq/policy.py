@@ -64,7 +64,7 @@ class JobView:
 
     @property
     def normalized_losses(self) -> np.ndarray:
-        """Per-iteration loss change divided by the largest change so far (DESIGN.md section 1)."""
+        """Per-iteration loss change divided by the largest change so far (docs/design.md §1)."""
         return self.history.normalized_changes()
 
     @property

@@ -1,4 +1,4 @@
-"""Loss-curve and iteration-time predictors (DESIGN.md section 1).
+"""Loss-curve and iteration-time predictors (docs/design.md §1).
 
 Loss models are anchored at the job's latest loss: ``predict_ahead(0)`` is exactly the last
 observed loss, and predictions never increase with look-ahead. That keeps predicted gains

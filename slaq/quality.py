@@ -1,4 +1,4 @@
-"""Loss histories and SLAQ's normalization (DESIGN.md section 1)."""
+"""Loss histories and SLAQ's normalization (docs/design.md §1)."""
 
 from __future__ import annotations
 

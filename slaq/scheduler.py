@@ -1,4 +1,4 @@
-"""The SLAQ policy: divide the cores by predicted normalized loss reduction (DESIGN.md s. 1).
+"""The SLAQ policy: divide the cores by predicted normalized loss reduction (docs/design.md §1).
 
 Each epoch of ``T`` seconds:
 

@@ -1,4 +1,4 @@
-"""Trace-replay simulator driving the same policy objects as the live engine (DESIGN.md s. 2).
+"""Trace-replay simulator driving the same policy objects as the live engine (docs/design.md §2).
 
 Each job carries a loss-per-iteration curve (replayed from a live trace, or drawn from a
 synthetic family) and its work per iteration. A virtual cluster of ``C`` cores advances by
@@ -324,7 +324,7 @@ def simulate_to_dir(
     config: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> SimResult:
-    """Run a simulation and write trace, allocations and run metadata (DESIGN.md s. 3)."""
+    """Run a simulation and write trace, allocations and run metadata (docs/design.md §3)."""
     run_id = f"sim-{policy.name}-{seed}-{uuid.uuid5(uuid.NAMESPACE_URL, str(out_dir)).hex[:8]}"
     started = time.time()
     result = run_simulation(

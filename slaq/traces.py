@@ -1,4 +1,4 @@
-"""Run output formats (DESIGN.md section 3) with atomic writes.
+"""Run output formats (docs/design.md §3) with atomic writes.
 
 A run directory holds ``trace.parquet`` (one row per job iteration), ``allocations.parquet``
 (one row per job per epoch) and ``run.json`` (metadata). Each file is written to a temporary

@@ -1,4 +1,4 @@
-"""Predict and measure the one-core CPU cost of one training iteration (DESIGN.md §7).
+"""Predict and measure the one-core CPU cost of one training iteration (docs/design.md §7).
 
 Model: ``rows_per_iteration * (a * d * w + b * d + c * e)`` seconds, where d is the number of
 features, w the number of d-long dot products per row (classes, clusters, hidden units), e the

@@ -1,4 +1,4 @@
-"""Local Spark standalone cluster lifecycle, or attachment to an existing master (DESIGN.md s. 7).
+"""Local Spark standalone cluster lifecycle, or attachment to an existing master (docs/design.md §7).
 
 :class:`LocalSparkCluster` starts one master and ``W`` workers through PySpark's own
 ``bin/spark-class`` (the PyPI package has no ``sbin`` scripts), every one bound to 127.0.0.1 on
@@ -351,7 +351,7 @@ class LocalSparkCluster:
                 env=env,
                 cwd=self.log_dir,
                 # Own session: a terminal's Ctrl-C reaches only us, and we stop the JVMs in
-                # order. The parent-death signal covers a SIGKILLed parent (DESIGN.md s. 7).
+                # order. The parent-death signal covers a SIGKILLed parent (docs/design.md §7).
                 start_new_session=True,
                 preexec_fn=None if self.detach else _die_with_parent,
             )

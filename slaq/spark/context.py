@@ -1,7 +1,7 @@
 """The Spark :class:`~slaq.algorithms.base.TrainContext`: one Spark job per ``map_reduce``.
 
 A job's data is a list of *items* ``(block_id, start, stop)``: row windows of memory-mapped
-blocks of a shared block set (DESIGN.md s. 7). Tasks carry only items and load the rows with
+blocks of a shared block set (docs/design.md §7). Tasks carry only items and load the rows with
 :func:`slaq.blocks.load_block`; every task returns its partial sum together with the CPU time it
 spent, which is what the per-epoch CPU budget is charged. The scheduling side (allocation,
 budget, abort) lives in :class:`JobGate`, shared with the engine's scheduler loop.
@@ -42,7 +42,7 @@ def run_partition(
     """Task body: sum ``fn`` over the partition's items; yield (sum, cpu_s, t0, t1, pid).
 
     It consumes its whole iterator: a partition function that stops early makes PySpark fork a
-    new Python worker for every task (DESIGN.md s. 7).
+    new Python worker for every task (docs/design.md §7).
     """
     wall0 = time.time()
     cpu0 = time.process_time()

@@ -4,7 +4,7 @@ One SparkContext (FAIR scheduler), one thread and one FAIR pool per job. The cal
 the scheduler: at every epoch tick (and when a job arrives or ends) it asks the policy for
 cores, publishes them, and each job's next iteration then runs as one Spark job with exactly
 ``a_j`` tasks over the job's memory-mapped blocks. A per-epoch CPU-time budget (the prototype's
-tokens, DESIGN.md s. 7) makes ``a_j`` a real share of an oversubscribed machine. A policy whose
+tokens, docs/design.md §7) makes ``a_j`` a real share of an oversubscribed machine. A policy whose
 class has ``native_fair = True`` (``spark-fair``) instead runs every iteration over all of the
 job's blocks as tasks and lets Spark's own FAIR scheduler share the slots.
 
@@ -909,7 +909,7 @@ def start_spark_context(
     for name in SINGLE_THREAD_ENV:
         settings[f"spark.executorEnv.{name}"] = "1"
     if is_loopback_master(master_url):
-        # Without SPARK_LOCAL_IP the driver UI listens on every interface (DESIGN.md s. 7).
+        # Without SPARK_LOCAL_IP the driver UI listens on every interface (docs/design.md §7).
         os.environ["SPARK_LOCAL_IP"] = LOOPBACK
         settings["spark.driver.host"] = LOOPBACK
         settings["spark.driver.bindAddress"] = LOOPBACK
