@@ -130,10 +130,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for name, entry in summary["policies"].items():
         delays = ", ".join(f"{x}%: {v:+.1%}" for x, v in entry["delay_reduction"].items())
         log.info(
-            "%-10s quality improvement %+.1f%% (peak %+.1f%%); delay reduction %s",
+            "%-10s quality improvement %+.1f%%, total loss reduction %+.1f%%; delay reduction %s",
             name,
             100 * entry["quality_improvement"],
-            100 * entry["peak_quality_improvement"],
+            100 * entry["total_loss_reduction"],
             delays,
         )
     return 0

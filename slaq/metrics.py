@@ -7,9 +7,15 @@ Conventions (stated once, used everywhere):
 * A job is active from its arrival until its last iteration ends; before its first iteration
   ends its quality is 1.
 * Average quality over time is the mean of ``q`` over active jobs on a regular grid; its time
-  average skips instants with no active job. The peak improvement is taken over instants up to
-  the last arrival, while the workload is still arriving, so a nearly empty tail cannot
-  dominate it.
+  average skips instants with no active job. It can flatter a policy that keeps near-converged
+  jobs alive, so it is always reported beside the total normalized loss (docs/design.md §4).
+* Total normalized loss is the sum over jobs of the integral of ``q_j(t)`` from arrival to a
+  horizon, integrated exactly on the step function the trace defines. Runs compared with each
+  other share one horizon (the latest end among them), so a run that ends sooner is not
+  rewarded by truncation; a finished job counts with its final ``q`` until the horizon.
+* There is no per-time-point "peak" improvement: the maximum of a noisy ratio over thousands
+  of instants is biased upward. "Up to" is the best experiment's mean over seeds
+  (slaq.sweep).
 * Delay to ``x``% is the time from arrival to the end of the first iteration with loss
   reduction ``1 - q >= x/100``; a job that never gets there counts with its end time and is
   reported as censored.
@@ -82,6 +88,47 @@ def delays(trace: pd.DataFrame, targets: Sequence[int] = TARGETS) -> pd.DataFram
     return pd.DataFrame.from_records(records)
 
 
+def job_loss_integrals(trace: pd.DataFrame, horizon_s: float | None = None) -> pd.Series:
+    """Per job: integral of ``q_j(t)`` from arrival to ``horizon_s`` (default: trace end).
+
+    ``q`` is 1 until the first iteration ends, then steps to each iteration's ``q``; the last
+    one holds until the horizon (docs/design.md §4).
+    """
+    if trace.empty:
+        return pd.Series(dtype=float, name="loss_integral")
+    t = trace.sort_values(["job_id", "iteration"])
+    horizon = float(t["t_end_s"].max()) if horizon_s is None else float(horizon_s)
+    ends = t["t_end_s"].clip(upper=horizon)
+    following = ends.groupby(t["job_id"]).shift(-1).fillna(horizon)
+    steps = (t["q"] * (following - ends).clip(lower=0.0)).groupby(t["job_id"]).sum()
+    first = t.groupby("job_id").agg(arrival=("arrival_s", "first"), end=("t_end_s", "first"))
+    before = (first["end"].clip(upper=horizon) - first["arrival"]).clip(lower=0.0)
+    return (steps + before).rename("loss_integral")
+
+
+def total_normalized_loss(trace: pd.DataFrame, horizon_s: float | None = None) -> float:
+    """Sum over jobs of the integral of ``q_j(t)`` (q-seconds); needs a ``q`` column."""
+    return float(job_loss_integrals(trace, horizon_s).sum())
+
+
+def share_sooner(a: pd.DataFrame, b: pd.DataFrame, target: int = 90) -> dict[str, float]:
+    """Shares of jobs (paired by id) that reach ``target`` sooner / later under A than B.
+
+    ``a`` and ``b`` are :func:`delays` tables; only jobs present in both count.
+    """
+    both = pd.merge(
+        a[a["target"] == target], b[b["target"] == target], on="job_id", suffixes=("_a", "_b")
+    )
+    if both.empty:
+        return {"sooner": float("nan"), "later": float("nan"), "jobs": 0}
+    reach_a, reach_b = ~both["censored_a"], ~both["censored_b"]
+    faster = both["delay_s_a"] < both["delay_s_b"] - 1e-9
+    slower = both["delay_s_a"] > both["delay_s_b"] + 1e-9
+    sooner = reach_a & (~reach_b | faster)
+    later = reach_b & (~reach_a | slower)
+    return {"sooner": float(sooner.mean()), "later": float(later.mean()), "jobs": len(both)}
+
+
 def decision_stats(allocations: pd.DataFrame) -> dict[str, float]:
     """p50/p99 of the policy's decision time per epoch, in milliseconds."""
     if allocations.empty:
@@ -93,59 +140,69 @@ def decision_stats(allocations: pd.DataFrame) -> dict[str, float]:
     }
 
 
+def _reduction(value: float, base: float) -> float:
+    """``1 - value / base``; 0 when the baseline is 0 (nothing to reduce)."""
+    return float(1.0 - value / base) if base > 0 else 0.0
+
+
+def _policy_entry(
+    trace: pd.DataFrame, curve: np.ndarray, horizon: float, targets: Sequence[int]
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    d = delays(trace, targets)
+    mean_delay = d.groupby("target")["delay_s"].mean()
+    entry: dict[str, Any] = {
+        "jobs": int(trace["job_id"].nunique()),
+        "iterations": int(len(trace)),
+        "mean_quality": float(np.nanmean(curve)),
+        "total_normalized_loss": total_normalized_loss(trace, horizon),
+        "mean_delay_s": {str(x): float(mean_delay.get(x, np.nan)) for x in targets},
+        "censored_jobs": {str(x): int(d[(d.target == x) & d.censored].shape[0]) for x in targets},
+    }
+    return entry, d
+
+
 def summarize(
     traces: Mapping[str, pd.DataFrame],
     baseline: str,
     *,
-    last_arrival_s: float | None = None,
     grid_step_s: float | None = None,
     targets: Sequence[int] = TARGETS,
 ) -> dict[str, Any]:
-    """Quality improvement and delay reduction of every run over ``baseline``."""
+    """Quality, total normalized loss and delays of every run against ``baseline``.
+
+    All runs share ``L*`` (add_quality) and one horizon, the latest end among them.
+    """
     if baseline not in traces:
         raise ValueError(f"baseline {baseline!r} is not among the runs: {sorted(traces)}")
     with_q = add_quality(traces)
     end = max(float(t["t_end_s"].max()) for t in with_q.values() if len(t))
     step = grid_step_s or max(end / 2000.0, 1e-3)
     grid = np.arange(0.0, end + step, step)
-    if last_arrival_s is None:
-        last_arrival_s = max(float(t["arrival_s"].max()) for t in with_q.values() if len(t))
     curves = {name: quality_over_time(t, grid) for name, t in with_q.items()}
-    out: dict[str, Any] = {"baseline": baseline, "targets": list(targets), "policies": {}}
-    base_curve = curves[baseline]
-    base_delay = delays(with_q[baseline], targets)
+    entries, tables = {}, {}
     for name, trace in with_q.items():
-        curve = curves[name]
-        d = delays(trace, targets)
-        mean_delay = d.groupby("target")["delay_s"].mean()
-        entry: dict[str, Any] = {
-            "jobs": int(trace["job_id"].nunique()),
-            "iterations": int(len(trace)),
-            "mean_quality": float(np.nanmean(curve)),
-            "mean_delay_s": {str(x): float(mean_delay.get(x, np.nan)) for x in targets},
-            "censored_jobs": {
-                str(x): int(d[(d.target == x) & d.censored].shape[0]) for x in targets
-            },
-        }
-        base_mean = float(np.nanmean(base_curve))
-        entry["quality_improvement"] = (
-            1.0 - entry["mean_quality"] / base_mean if base_mean > 0 else 0.0
+        entries[name], tables[name] = _policy_entry(trace, curves[name], end, targets)
+    base = entries[baseline]
+    for name, entry in entries.items():
+        entry["quality_improvement"] = _reduction(entry["mean_quality"], base["mean_quality"])
+        entry["total_loss_reduction"] = _reduction(
+            entry["total_normalized_loss"], base["total_normalized_loss"]
         )
-        window = (grid <= last_arrival_s) & np.isfinite(curve) & np.isfinite(base_curve)
-        window &= base_curve > 0
-        ratio = 1.0 - curve[window] / base_curve[window]
-        entry["peak_quality_improvement"] = float(ratio.max()) if ratio.size else 0.0
-        base_mean_delay = base_delay.groupby("target")["delay_s"].mean()
         entry["delay_reduction"] = {
-            str(x): float(1.0 - mean_delay[x] / base_mean_delay[x])
-            if base_mean_delay.get(x, 0) > 0
-            else 0.0
+            str(x): _reduction(entry["mean_delay_s"][str(x)], base["mean_delay_s"][str(x)])
             for x in targets
         }
-        out["policies"][name] = entry
-    out["grid_s"] = grid.tolist()
-    out["quality_curves"] = {k: np.nan_to_num(v, nan=-1.0).tolist() for k, v in curves.items()}
-    return out
+        shares = {str(x): share_sooner(tables[name], tables[baseline], x) for x in targets}
+        entry["share_sooner"] = {x: v["sooner"] for x, v in shares.items()}
+        entry["share_later"] = {x: v["later"] for x, v in shares.items()}
+    return {
+        "baseline": baseline,
+        "targets": list(targets),
+        "horizon_s": end,
+        "policies": entries,
+        "grid_s": grid.tolist(),
+        "quality_curves": {k: np.nan_to_num(v, nan=-1.0).tolist() for k, v in curves.items()},
+    }
 
 
 def compare_runs(run_dirs: Sequence[Path], baseline: str = "fair") -> dict[str, Any]:

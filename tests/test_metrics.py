@@ -4,7 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slaq.metrics import add_quality, delays, prediction_errors, quality_over_time, summarize
+from slaq.metrics import (
+    add_quality,
+    delays,
+    job_loss_integrals,
+    prediction_errors,
+    quality_over_time,
+    share_sooner,
+    summarize,
+    total_normalized_loss,
+)
 
 
 def trace(rows):
@@ -53,8 +62,47 @@ def test_summary_improvements_against_baseline():
     # Delays to 50%: A x=2, y=3 (mean 2.5); B x=3, y=2 (mean 2.5): no reduction.
     assert s["policies"]["A"]["delay_reduction"]["50"] == pytest.approx(0.0)
     assert s["policies"]["B"]["quality_improvement"] == 0.0
+    assert "peak_quality_improvement" not in s["policies"]["A"]
     with pytest.raises(ValueError, match="baseline 'fair'"):
         summarize({"A": A}, "fair")
+
+
+def test_total_normalized_loss_integrates_the_step_function():
+    q = add_quality({"A": A, "B": B})
+    # Common horizon 5. A, x: q 1 on [0,2), .5 on [2,4), .25 on [4,5] -> 2 + 1 + .25 = 3.25;
+    # A, y: q 1 on [1,4), 0 after -> 3. B, x: 1 on [0,3) -> 3; B, y: 1 on [1,3), .5 on [3,5) -> 3.
+    per_job = job_loss_integrals(q["A"], horizon_s=5.0)
+    assert per_job.to_dict() == pytest.approx({"x": 3.25, "y": 3.0})
+    assert total_normalized_loss(q["B"], horizon_s=5.0) == pytest.approx(6.0)
+    # Without a horizon, the run's own end (4): x loses its last .25 second-share.
+    assert total_normalized_loss(q["A"]) == pytest.approx(6.0)
+
+
+def test_summary_reports_total_loss_and_share_sooner():
+    s = summarize({"A": A, "B": B}, "B", grid_step_s=0.5, targets=(50, 80))
+    a = s["policies"]["A"]
+    assert s["horizon_s"] == 5.0
+    assert a["total_normalized_loss"] == pytest.approx(6.25)
+    assert a["total_loss_reduction"] == pytest.approx(1 - 6.25 / 6.0)
+    # 50%: A x at 2 vs B 3 (sooner), y 3 vs 2 (later). 80%: A x never (later), y 3 vs 4.
+    assert a["share_sooner"] == {"50": 0.5, "80": 0.5}
+    assert a["share_later"] == {"50": 0.5, "80": 0.5}
+
+
+def test_share_sooner_ignores_jobs_neither_run_finishes():
+    a = pd.DataFrame(
+        {"job_id": ["u", "v"], "target": 90, "delay_s": [5.0, 9.0], "censored": [True, False]}
+    )
+    b = pd.DataFrame(
+        {
+            "job_id": ["u", "v", "w"],
+            "target": 90,
+            "delay_s": [4.0, 9.0, 1.0],
+            "censored": [True, False, False],
+        }
+    )
+    # u: both censored; v: a tie; w is not in A (unpaired): nobody is sooner or later.
+    assert share_sooner(a, b, 90) == {"sooner": 0.0, "later": 0.0, "jobs": 2}
 
 
 def test_prediction_errors_zero_on_a_geometric_curve():
