@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from slaq.allocate import spread_evenly
-from slaq.policy import ClusterView, JobView
+from slaq.policy import ClusterView, Decision, JobView, PolicyTraits
 
 
 def by_arrival(jobs: Sequence[JobView]) -> list[JobView]:
@@ -16,13 +16,15 @@ def by_arrival(jobs: Sequence[JobView]) -> list[JobView]:
     return sorted(jobs, key=lambda j: (j.arrival_s, j.job_id))
 
 
-@dataclass
+@dataclass(frozen=True)
 class FairPolicy:
     """Equal integer shares among active jobs; the remainder goes to the earliest arrivals."""
 
     name: str = "fair"
+    # Fair sharing reads no loss model and has no floor.
+    traits: PolicyTraits = PolicyTraits()
 
-    def allocate(self, cluster: ClusterView, jobs: Sequence[JobView]) -> Mapping[str, int]:
+    def allocate(self, cluster: ClusterView, jobs: Sequence[JobView]) -> Decision:
         """Split ``cluster.total_cores`` equally, respecting each job's ``max_cores``."""
         ordered = by_arrival(jobs)
         caps = np.array(
@@ -30,4 +32,4 @@ class FairPolicy:
             dtype=np.int64,
         )
         alloc = spread_evenly(np.zeros(len(ordered), dtype=np.int64), cluster.total_cores, caps)
-        return {j.job_id: int(a) for j, a in zip(ordered, alloc, strict=True)}
+        return Decision({j.job_id: int(a) for j, a in zip(ordered, alloc, strict=True)})

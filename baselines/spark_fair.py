@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from baselines.fair import FairPolicy
+from slaq.policy import PolicyTraits
 
 
-@dataclass
+@dataclass(frozen=True)
 class SparkFairPolicy(FairPolicy):
     """Spark-native FAIR pools (engine-level); equal shares in simulation."""
 
     name: str = "spark-fair"
-    native_fair: bool = True
+    # The live engine runs every iteration over all blocks and lets Spark's FAIR pools share.
+    traits: PolicyTraits = PolicyTraits(native_fair=True)

@@ -1,8 +1,9 @@
 """Per-job bookkeeping shared by the live engine and the simulator.
 
-Both drivers keep one :class:`JobState` per job, feed it completed iterations, and hand
-policies the :class:`~slaq.policy.JobView` snapshots it produces, so a policy sees exactly the
-same kind of state live and in simulation.
+Both drivers keep one :class:`JobState` per job and feed it completed iterations; the decision
+loop (:mod:`slaq.loop`) turns it into the deep-frozen :class:`~slaq.policy.JobView` a policy
+sees, so a policy sees exactly the same kind of state live and in simulation. Every iteration
+feeds the runtime model its wall time (Spark's fixed cost inside it), in both drivers.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from slaq.algorithms.base import ConvergenceRule
-from slaq.policy import JobView
-from slaq.predict import RuntimeModel
+from slaq.policy import JobView, RuntimeFit, frozen_array
+from slaq.predict import LossModel, RuntimeModel
 from slaq.quality import LossHistory, NonFiniteLoss
 from slaq.traces import TraceRow
 from slaq.workload import JobSpec
@@ -36,9 +39,13 @@ class JobState:
     # When the job last held more than the policy floor; robust policies use the gap.
     last_served_s: float = 0.0
     rule: ConvergenceRule = field(init=False)
+    # Frozen copies, rebuilt only when the history or the observations grew.
+    _losses: np.ndarray = field(init=False, repr=False)
+    _runtime: tuple[int, RuntimeFit] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.rule = ConvergenceRule(self.spec.max_iter, self.spec.tol, self.spec.patience)
+        self._losses = frozen_array(())
 
     @property
     def job_id(self) -> str:
@@ -56,20 +63,34 @@ class JobState:
         self.started_s = now_s
         self.last_served_s = now_s
 
-    def view(self, floor: int = 0, now_s: float | None = None) -> JobView:
-        """Snapshot for a policy."""
-        if self.cores > floor and now_s is not None:
-            self.last_served_s = now_s
-        starved = 0.0 if now_s is None else max(0.0, now_s - self.last_served_s)
+    def frozen_losses(self) -> np.ndarray:
+        """Read-only copy of the losses so far (copied once per new iteration)."""
+        if self._losses.size != len(self.history):
+            self._losses = frozen_array(self.history.losses)
+        return self._losses
+
+    def frozen_runtime(self) -> RuntimeFit:
+        """The runtime model's current fit, frozen (rebuilt once per new observation)."""
+        count = len(self.runtime.observations)
+        if self._runtime is None or self._runtime[0] != count:
+            work, overhead = self.runtime.coefficients
+            recent = tuple(self.runtime.observations[-50:])
+            self._runtime = (count, RuntimeFit(work, overhead, recent))
+        return self._runtime[1]
+
+    def view(self, model: LossModel | None, now_s: float) -> JobView:
+        """Deep-frozen snapshot for a policy (no side effects)."""
         return JobView(
             job_id=self.spec.job_id,
             arrival_s=self.spec.arrival_s,
             algorithm=self.spec.algorithm,
-            history=self.history,
-            runtime=self.runtime,
+            losses=self.frozen_losses(),
+            runtime=self.frozen_runtime(),
+            loss_model=model,
+            max_drop=self.history.max_drop,
             current_cores=self.cores,
             max_cores=self.max_cores,
-            starved_s=starved,
+            starved_s=max(0.0, now_s - self.last_served_s),
         )
 
     def record(
@@ -92,10 +113,9 @@ class JobState:
         except NonFiniteLoss as exc:
             self.fail(f"{exc}", t_end_s)
             return None
-        seconds = cpu_s if cpu_s > 0 else (t_end_s - t_start_s) * cores
-        # The runtime model predicts wall time at n cores; CPU time spread over n tasks gives it
-        # without the noise of other jobs sharing an oversubscribed machine.
-        self.runtime.observe(cores, seconds / max(cores, 1))
+        # The runtime model predicts an iteration's wall time at n cores, fixed cost included:
+        # both drivers feed it the same observation (docs/design.md §2, one loop).
+        self.runtime.observe(cores, t_end_s - t_start_s)
         norm = self.history.normalized_changes()[-1]
         row = TraceRow(
             run_id=run_id,

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -14,18 +13,13 @@ class NonFiniteLoss(ValueError):
 
 
 class LossHistory:
-    """Append-only record of a job's losses with memoized model fits.
+    """Append-only record of a job's losses (owned by the job's state, never by a policy)."""
 
-    Models are cached per (predictor, length): a history only grows, so a fit made for the
-    first ``n`` losses stays valid until the next append. This keeps per-epoch decisions cheap.
-    """
-
-    __slots__ = ("_losses", "_n", "_models", "_max_drop")
+    __slots__ = ("_losses", "_n", "_max_drop")
 
     def __init__(self, losses: Iterable[float] = ()) -> None:
         self._losses = np.empty(16, dtype=float)
         self._n = 0
-        self._models: dict[str, tuple[int, Any]] = {}
         self._max_drop = 0.0
         for value in losses:
             self.append(value)
@@ -65,19 +59,6 @@ class LossHistory:
     def normalized_changes(self) -> np.ndarray:
         """Each iteration's loss decrease divided by the largest decrease up to that point."""
         return normalized_changes(self.losses)
-
-    def model(self, predictor: str, fit: Callable[[np.ndarray, str, Any], Any]) -> Any:
-        """Fit (or reuse) the ``predictor`` model for the current history.
-
-        ``fit(losses, predictor, previous)`` receives the previous model so it may update it
-        incrementally.
-        """
-        cached = self._models.get(predictor)
-        if cached is not None and cached[0] == self._n:
-            return cached[1]
-        fitted = fit(self.losses, predictor, None if cached is None else cached[1])
-        self._models[predictor] = (self._n, fitted)
-        return fitted
 
 
 def normalized_changes(losses: np.ndarray) -> np.ndarray:

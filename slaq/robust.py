@@ -18,23 +18,24 @@ decides, through independent mechanisms (each a constructor flag, for the ablati
 * ``plateau``: a job that has not yet dropped by ``plateau_tol`` of its first loss has not
   started converging; it is treated like a new job (fair share) instead of a converged one.
 
-The extra guarantees become per-job floors on top of SLAQ's own; the remaining cores still go
-out greedily by marginal gain on top of them. With every mechanism off the policy returns
-exactly what ``SlaqPolicy`` with the same parameters returns.
+The policy is built by composition on SLAQ's public pieces: a denoised job is the same frozen
+:class:`~slaq.policy.JobView` with another loss model and scale (``dataclasses.replace``), and
+the extra guarantees are per-job floors passed to :meth:`SlaqPolicy.allocate_with_floors`; the
+remaining cores still go out greedily by marginal gain on top of them. With every mechanism
+off the policy returns exactly what ``SlaqPolicy`` with the same parameters returns.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from slaq.policy import ClusterView, JobView
+from slaq.policy import ClusterView, Decision, JobView, PolicyTraits
 from slaq.predict import LossModel, fit_geometric
-from slaq.quality import LossHistory
 from slaq.scheduler import SlaqPolicy
 
 MECHANISMS = ("denoise", "anti_starvation", "explore", "plateau")
@@ -122,65 +123,16 @@ def fit_trend(losses: np.ndarray, window: int = 16, smooth: int = 5, bonus: floa
     return Trend(model, scale, rate, slope_se, unreliability(raw, window))
 
 
-class DenoisedHistory(LossHistory):
-    """A job's own losses, but with a substitute loss model and normalization scale.
-
-    SLAQ reads a job's prediction through ``history.model`` and its scale through
-    ``history.max_drop``; overriding just those two lets the unmodified SLAQ policy decide on
-    the denoised view.
-    """
-
-    __slots__ = ("_trend",)
-
-    def __init__(self, losses: np.ndarray, trend: Trend) -> None:
-        super().__init__(losses)
-        self._trend = trend
-
-    @property
-    def max_drop(self) -> float:
-        """Largest drop of the smoothed curve (not of the noise)."""
-        return self._trend.scale
-
-    @property
-    def trend(self) -> Trend:
-        """The fitted trend."""
-        return self._trend
-
-    def model(self, predictor: str, fit: Callable[[np.ndarray, str, Any], Any]) -> Any:
-        """The trend model, whatever predictor is asked for."""
-        return self._trend.model
-
-
-# --------------------------------------------------------------------------- SLAQ with floors
-
-
-@dataclass
-class _FlooredSlaq(SlaqPolicy):
-    """SLAQ whose per-job floors can be raised for one decision (``extra_floors``)."""
-
-    extra_floors: np.ndarray | None = field(default=None, repr=False)
-
-    def _floors(self, young: np.ndarray, caps: np.ndarray, total: int) -> np.ndarray:
-        base = super()._floors(young, caps, total)
-        if self.extra_floors is None:
-            return base
-        add = np.maximum(np.minimum(self.extra_floors, caps) - base, 0)
-        # Guarantees come out of what SLAQ's own floors leave; earlier jobs first if short,
-        # which is the order SLAQ itself uses.
-        room = max(total - int(base.sum()), 0)
-        before = np.concatenate([[0], np.cumsum(add)[:-1]])
-        return base + np.minimum(add, np.maximum(room - before, 0))
-
-
 # --------------------------------------------------------------------------- the policy
 
 
-@dataclass
+@dataclass(frozen=True)
 class RobustSlaqPolicy:
     """SLAQ plus noise-aware prediction, anti-starvation, exploration and plateau detection."""
 
     objective: str = "total"
     min_cores: int = 1
+    floor_share: float = 0.5
     predictor: str = "geometric"
     epoch_s: float | None = None
     new_job_rule: bool = True
@@ -197,64 +149,50 @@ class RobustSlaqPolicy:
     plateau_tol: float = 0.01
     plateau_min_iters: int = 3
     name: str = "slaq-robust"
-    last_gains: dict[str, float] = field(default_factory=dict, repr=False)
-    _slaq: _FlooredSlaq = field(init=False, repr=False)
-    _cache: dict[str, tuple[LossHistory, int, DenoisedHistory | None]] = field(
-        default_factory=dict, init=False, repr=False
-    )
+    _slaq: SlaqPolicy = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.noise_window < 3:
             raise ValueError("noise_window must be >= 3")
         if not 0.0 <= self.explore_share < 1.0:
             raise ValueError("explore_share must be in [0, 1)")
-        self._slaq = _FlooredSlaq(
+        slaq = SlaqPolicy(
             objective=self.objective,
             min_cores=self.min_cores,
+            floor_share=self.floor_share,
             predictor=self.predictor,
             epoch_s=self.epoch_s,
             new_job_rule=self.new_job_rule,
             implementation=self.implementation,
             name=self.name,
         )
+        object.__setattr__(self, "_slaq", slaq)
+
+    @property
+    def traits(self) -> PolicyTraits:
+        """The inner SLAQ's floor and predictor."""
+        return self._slaq.traits
 
     @classmethod
     def plain(cls, **params: Any) -> RobustSlaqPolicy:
         """The variant with every mechanism off (equals ``SlaqPolicy(**params)``)."""
         return cls(**params, **{m: False for m in MECHANISMS})
 
-    def allocate(self, cluster: ClusterView, jobs: Sequence[JobView]) -> Mapping[str, int]:
+    def allocate(self, cluster: ClusterView, jobs: Sequence[JobView]) -> Decision:
         """Cores per job for the next epoch."""
         views = [self._denoised(j) for j in jobs] if self.denoise else list(jobs)
-        if self.denoise:
-            live = {j.job_id for j in jobs}
-            for gone in set(self._cache) - live:
-                del self._cache[gone]
         floors = self._guarantees(cluster, views)
-        self._slaq.extra_floors = floors
-        try:
-            alloc = self._slaq.allocate(cluster, views)
-        finally:
-            self._slaq.extra_floors = None
-        self.last_gains = dict(self._slaq.last_gains)
-        return alloc
+        return self._slaq.allocate_with_floors(cluster, views, floors)
 
     # ----------------------------------------------------------------------- mechanisms
 
     def _denoised(self, job: JobView) -> JobView:
         """The job as SLAQ should see it: a trend model in place of a noisy curve's ratio."""
-        n = job.iterations
-        cached = self._cache.get(job.job_id)
-        # Keyed by the history object itself, so a reused policy never mixes up two runs.
-        if cached is None or cached[0] is not job.history or cached[1] != n:
-            denoised = None
-            losses = job.losses
-            if n >= 4 and unreliability(losses, self.noise_window) > 0:
-                trend = fit_trend(losses, self.noise_window, bonus=self.uncertainty_bonus)
-                denoised = DenoisedHistory(losses, trend)
-            cached = (job.history, n, denoised)
-            self._cache[job.job_id] = cached
-        return job if cached[2] is None else replace(job, history=cached[2])
+        losses = job.losses
+        if job.iterations < 4 or unreliability(losses, self.noise_window) == 0:
+            return job
+        trend = fit_trend(losses, self.noise_window, bonus=self.uncertainty_bonus)
+        return replace(job, loss_model=trend.model, max_drop=trend.scale)
 
     def _guarantees(self, cluster: ClusterView, jobs: Sequence[JobView]) -> np.ndarray | None:
         """Per-job minimum cores from the enabled mechanisms (None when none is enabled)."""

@@ -6,15 +6,14 @@ from slaq.policy import (
     ClusterView,
     JobView,
     PolicyError,
+    PolicyTraits,
     available_policies,
     load_policy,
     parse_policy_args,
     validate_allocation,
 )
-from slaq.predict import RuntimeModel
-from slaq.quality import LossHistory
 
-JOBS = [JobView(j, 0.0, "synthetic", LossHistory([1.0]), RuntimeModel()) for j in ("a", "b")]
+JOBS = [JobView.of(j, [1.0]) for j in ("a", "b")]
 CLUSTER = ClusterView(total_cores=4, epoch_s=3.0, now_s=0.0)
 
 
@@ -22,6 +21,7 @@ class Fixed:
     """A policy returning a fixed answer."""
 
     name = "fixed"
+    traits = PolicyTraits()
 
     def __init__(self, answer=None):
         self.answer = answer or {}

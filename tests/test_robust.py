@@ -1,13 +1,13 @@
 """Robust SLAQ: each mechanism on a tiny hand-made case, and equality with SLAQ when all off."""
 
 import dataclasses
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from slaq.policy import ClusterView, JobView, load_policy
-from slaq.predict import RuntimeModel, fit_geometric
-from slaq.quality import LossHistory
+from slaq.policy import ClusterView, JobView, RuntimeFit, load_policy
+from slaq.predict import fit_geometric, fit_loss_model
 from slaq.robust import MECHANISMS, RobustSlaqPolicy, fit_trend, unreliability
 from slaq.scheduler import SlaqPolicy
 from slaq.sim import SimJob, run_simulation
@@ -17,13 +17,11 @@ OFF = dict.fromkeys(MECHANISMS, False)
 
 
 def view(job_id, losses, arrival=0.0, work=3.0, starved_s=0.0, max_cores=None):
-    runtime = RuntimeModel(prior_work_s=work, prior_overhead_s=0.0)
-    return JobView(
+    return JobView.of(
         job_id,
-        arrival,
-        "synthetic",
-        LossHistory(losses),
-        runtime,
+        losses,
+        arrival_s=arrival,
+        runtime=RuntimeFit(work, 0.0),
         max_cores=max_cores,
         starved_s=starved_s,
     )
@@ -93,8 +91,8 @@ def test_noisy_job_is_not_starved_by_the_ratio_rule():
             break
     jobs = [view("noisy", losses), view("smooth", smooth(30)), view("other", smooth(12) * 2)]
     cluster = ClusterView(48, 3.0, 0.0)
-    plain = SlaqPolicy(min_cores=1, predictor="geometric").allocate(cluster, jobs)
-    robust = RobustSlaqPolicy().allocate(cluster, jobs)
+    plain = SlaqPolicy(min_cores=1, predictor="geometric").allocate(cluster, jobs).cores
+    robust = RobustSlaqPolicy().allocate(cluster, jobs).cores
     assert plain["noisy"] == 1
     assert robust["noisy"] > 1
     assert sum(robust.values()) == 48
@@ -103,20 +101,20 @@ def test_noisy_job_is_not_starved_by_the_ratio_rule():
 def test_anti_starvation_gives_a_long_starved_job_its_fair_share():
     jobs = [view("flat", np.full(10, 2.0), starved_s=60.0), view("busy", smooth(5))]
     cluster = ClusterView(20, 3.0, 0.0)
-    assert SlaqPolicy(min_cores=0, predictor="geometric").allocate(cluster, jobs)["flat"] == 0
+    assert SlaqPolicy(min_cores=0, predictor="geometric").allocate(cluster, jobs).cores["flat"] == 0
     guarded = RobustSlaqPolicy(min_cores=0, **{**OFF, "anti_starvation": True})
-    assert guarded.allocate(cluster, jobs)["flat"] >= 10
+    assert guarded.allocate(cluster, jobs).cores["flat"] >= 10
     fresh = [dataclasses.replace(jobs[0], starved_s=3.0), jobs[1]]
-    assert guarded.allocate(cluster, fresh)["flat"] == 0
+    assert guarded.allocate(cluster, fresh).cores["flat"] == 0
 
 
 def test_plateau_job_gets_the_fair_share_until_it_starts_dropping():
     jobs = [view("flat", np.full(6, 2.0)), view("busy", smooth(5)), view("busy2", smooth(9))]
     cluster = ClusterView(30, 3.0, 0.0)
     policy = RobustSlaqPolicy(min_cores=0, **{**OFF, "plateau": True})
-    assert policy.allocate(cluster, jobs)["flat"] >= 10
+    assert policy.allocate(cluster, jobs).cores["flat"] >= 10
     dropped = [view("flat", [*np.full(6, 2.0), 1.0, 0.99]), *jobs[1:]]
-    assert policy.allocate(cluster, dropped)["flat"] < 10
+    assert policy.allocate(cluster, dropped).cores["flat"] < 10
 
 
 def test_exploration_reserves_cores_for_unreliable_jobs_only():
@@ -125,14 +123,15 @@ def test_exploration_reserves_cores_for_unreliable_jobs_only():
     policy = RobustSlaqPolicy(**{**OFF, "explore": True}, explore_share=0.2)
     floors = policy._guarantees(cluster, jobs)
     assert floors[0] >= 10 and floors[1] == floors[2] == 0
-    assert policy.allocate(cluster, jobs)["noisy"] >= floors[0]
+    assert policy.allocate(cluster, jobs).cores["noisy"] >= floors[0]
 
 
 @pytest.mark.parametrize("mechanism", ["anti_starvation", "plateau"])
 def test_plateau_job_is_not_starved_forever_in_a_simulation(mechanism):
     # A job flat for 10 iterations (exactly: the ratio rule predicts no gain) competes with a
-    # stream of short smooth jobs. With a floor of 0, plain SLAQ never runs it while others are
-    # active; with either guard it finishes while the stream is still arriving.
+    # stream of short smooth jobs. With a floor of 0, plain SLAQ runs it only through the cracks
+    # (leftover cores, and an iteration once started keeps its cores, as on Spark), so it ends
+    # late in the stream; with either guard it finishes early in the stream.
     def job(job_id, losses, arrival, work):
         spec = JobSpec(job_id, "synthetic", "synthetic", arrival, max_iter=len(losses), tol=0.0)
         return SimJob(spec, np.asarray(losses, float), work, 0.0)
@@ -145,8 +144,8 @@ def test_plateau_job_is_not_starved_forever_in_a_simulation(mechanism):
         return run_simulation(jobs, policy, cores=8, epoch_s=3.0).states["plateau"].finished_s
 
     guarded = RobustSlaqPolicy(min_cores=0, starve_after_s=6.0, **{**OFF, mechanism: True})
-    assert finish(SlaqPolicy(min_cores=0, predictor="geometric")) > last_arrival
-    assert finish(guarded) < last_arrival / 2
+    assert finish(SlaqPolicy(min_cores=0, predictor="geometric")) > last_arrival / 2
+    assert finish(guarded) < last_arrival / 4
 
 
 def random_jobs(rng):
@@ -186,8 +185,8 @@ def test_all_mechanisms_off_equals_plain_slaq_on_random_instances():
         }
         plain = SlaqPolicy(**params)
         robust = RobustSlaqPolicy.plain(**params)
+        jobs = [replace(j, loss_model=fit_loss_model(j.losses, params["predictor"])) for j in jobs]
         assert robust.allocate(cluster, jobs) == plain.allocate(cluster, jobs)
-        assert robust.last_gains == plain.last_gains
 
 
 def test_allocations_are_valid_with_every_mechanism_on():
@@ -196,7 +195,7 @@ def test_allocations_are_valid_with_every_mechanism_on():
     for _ in range(40):
         jobs = random_jobs(rng)
         total = int(rng.integers(1, 200))
-        alloc = policy.allocate(ClusterView(total, 3.0, 0.0), jobs)
+        alloc = policy.allocate(ClusterView(total, 3.0, 0.0), jobs).cores
         assert set(alloc) == {j.job_id for j in jobs}
         assert sum(alloc.values()) <= total and min(alloc.values()) >= 0
         for j in jobs:

@@ -1,6 +1,7 @@
 """SLAQ allocation against hand-computed splits and brute-force optima."""
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,15 +9,21 @@ import pytest
 from baselines.fair import FairPolicy
 from baselines.fifo import FifoPolicy
 from slaq.allocate import greedy_fast, greedy_heap, spread_evenly
-from slaq.policy import ClusterView, JobView
-from slaq.predict import RuntimeModel
-from slaq.quality import LossHistory
+from slaq.policy import ClusterView, JobView, RuntimeFit
+from slaq.predict import fit_loss_model
 from slaq.scheduler import SlaqPolicy
 
 
-def view(job_id, losses, arrival=0.0, work=3.0, max_cores=None):
-    runtime = RuntimeModel(prior_work_s=work, prior_overhead_s=0.0)
-    return JobView(job_id, arrival, "synthetic", LossHistory(losses), runtime, max_cores=max_cores)
+def view(job_id, losses, arrival=0.0, work=3.0, max_cores=None, predictor="geometric"):
+    runtime = RuntimeFit(work, 0.0)
+    return JobView.of(
+        job_id, losses, arrival_s=arrival, runtime=runtime, predictor=predictor, max_cores=max_cores
+    )
+
+
+def refitted(jobs, predictor):
+    """The same snapshots with the loss model the decision loop would fit for ``predictor``."""
+    return [replace(j, loss_model=fit_loss_model(j.losses, predictor)) for j in jobs]
 
 
 # Epoch 3 s and 3 s of work per iteration: a job on a cores runs exactly a iterations, so with
@@ -31,15 +38,19 @@ THREE = [view("A", [2.0, 1.0]), view("B", [1.0, 0.9]), view("C", [10.0, 9.5])]
 def test_three_jobs_hand_computed_split(implementation):
     policy = SlaqPolicy(min_cores=0, predictor="geometric", implementation=implementation)
     # Six best marginals: C .95, C .9025, B .9, C .857, C .8145, B .81.
-    assert policy.allocate(ClusterView(6, 3.0, 0.0), THREE) == {"A": 0, "B": 2, "C": 4}
+    assert policy.allocate(ClusterView(6, 3.0, 0.0), THREE).cores == {"A": 0, "B": 2, "C": 4}
     floor = SlaqPolicy(min_cores=1, predictor="geometric", implementation=implementation)
     # Floors 1/1/1, then C .9025, C .857, C .8145 (all above B's .81).
-    assert floor.allocate(ClusterView(6, 3.0, 0.0), THREE) == {"A": 1, "B": 1, "C": 4}
+    assert floor.allocate(ClusterView(6, 3.0, 0.0), THREE).cores == {"A": 1, "B": 1, "C": 4}
 
 
 def test_new_jobs_get_the_fair_share_and_the_rest_goes_greedily():
     jobs = [*THREE, view("new", [5.0])]
-    alloc = SlaqPolicy(min_cores=1, predictor="geometric").allocate(ClusterView(8, 3.0, 0.0), jobs)
+    alloc = (
+        SlaqPolicy(min_cores=1, predictor="geometric")
+        .allocate(ClusterView(8, 3.0, 0.0), jobs)
+        .cores
+    )
     assert alloc["new"] == 8 // 4
     assert sum(alloc.values()) == 8
     # The remaining 3 cores after floors go C .9025, C .857, C .8145.
@@ -49,8 +60,10 @@ def test_new_jobs_get_the_fair_share_and_the_rest_goes_greedily():
 def test_maxmin_serves_the_worst_predicted_job_first():
     # Same shapes, but job "far" still has most of its reduction ahead of it.
     jobs = [view("near", [2.0, 1.0, 0.5, 0.25]), view("far", [10.0, 9.9])]
-    alloc = SlaqPolicy(objective="maxmin", min_cores=0, predictor="geometric").allocate(
-        ClusterView(4, 3.0, 0.0), jobs
+    alloc = (
+        SlaqPolicy(objective="maxmin", min_cores=0, predictor="geometric")
+        .allocate(ClusterView(4, 3.0, 0.0), jobs)
+        .cores
     )
     assert alloc["far"] > alloc["near"]
     assert sum(alloc.values()) == 4
@@ -58,13 +71,17 @@ def test_maxmin_serves_the_worst_predicted_job_first():
 
 def test_cores_are_never_overcommitted_when_floors_do_not_fit():
     jobs = [view(f"j{i}", [2.0, 1.0], arrival=i) for i in range(5)]
-    alloc = SlaqPolicy(min_cores=3).allocate(ClusterView(4, 3.0, 0.0), jobs)
+    alloc = SlaqPolicy(min_cores=3).allocate(ClusterView(4, 3.0, 0.0), jobs).cores
     assert sum(alloc.values()) == 4 and min(alloc.values()) >= 0
 
 
 def test_max_cores_is_respected_and_leftover_spread():
     jobs = [view("a", [2.0, 1.0], max_cores=2), view("b", [2.0, 1.9], max_cores=3)]
-    alloc = SlaqPolicy(min_cores=0, predictor="geometric").allocate(ClusterView(16, 3.0, 0.0), jobs)
+    alloc = (
+        SlaqPolicy(min_cores=0, predictor="geometric")
+        .allocate(ClusterView(16, 3.0, 0.0), jobs)
+        .cores
+    )
     assert alloc == {"a": 2, "b": 3}
 
 
@@ -130,10 +147,11 @@ def test_policy_fast_equals_heap_on_random_histories():
             jobs.append(view(f"j{i}", losses, work=float(rng.uniform(0.5, 6))))
         cluster = ClusterView(int(rng.integers(4, 300)), 3.0, 0.0)
         for predictor in ("geometric", "curvefit"):
-            fast = SlaqPolicy(predictor=predictor, implementation="fast").allocate(cluster, jobs)
-            heap = SlaqPolicy(predictor=predictor, implementation="heap").allocate(cluster, jobs)
+            fitted = refitted(jobs, predictor)
+            fast = SlaqPolicy(predictor=predictor, implementation="fast").allocate(cluster, fitted)
+            heap = SlaqPolicy(predictor=predictor, implementation="heap").allocate(cluster, fitted)
             assert fast == heap
-            assert sum(fast.values()) == cluster.total_cores
+            assert sum(fast.cores.values()) == cluster.total_cores
 
 
 def test_spread_evenly_respects_caps():
@@ -147,7 +165,7 @@ def test_fair_shares_equal_with_remainder_by_arrival():
         view("early", [1.0], arrival=1.0),
         view("mid", [1.0], arrival=2.0),
     ]
-    assert FairPolicy().allocate(ClusterView(8, 3.0, 0.0), jobs) == {
+    assert FairPolicy().allocate(ClusterView(8, 3.0, 0.0), jobs).cores == {
         "early": 3,
         "mid": 3,
         "late": 2,
@@ -156,4 +174,4 @@ def test_fair_shares_equal_with_remainder_by_arrival():
 
 def test_fifo_fills_in_arrival_order():
     jobs = [view("b", [1.0], arrival=2.0, max_cores=3), view("a", [1.0], arrival=1.0, max_cores=4)]
-    assert FifoPolicy().allocate(ClusterView(10, 3.0, 0.0), jobs) == {"a": 4, "b": 3}
+    assert FifoPolicy().allocate(ClusterView(10, 3.0, 0.0), jobs).cores == {"a": 4, "b": 3}

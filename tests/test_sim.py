@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from baselines.fair import FairPolicy
-from slaq.policy import PolicyError
+from slaq.policy import PolicyError, PolicyTraits
 from slaq.scheduler import SlaqPolicy
 from slaq.sim import (
     SimJob,
@@ -64,10 +64,25 @@ def test_iterations_follow_allocation_and_carry_over_epochs():
     assert result.states["a"].status == "finished"
 
 
-def test_jobs_wait_for_the_epoch_after_arrival():
-    result = run_simulation([job("a", [2, 1], arrival=1.0)], FairPolicy(), cores=1, epoch_s=3.0)
-    assert result.trace[0].t_start_s == pytest.approx(3.0)
-    assert result.trace[0].t_end_s == pytest.approx(4.0)
+def test_arrivals_replan_at_once_or_wait_for_the_tick():
+    jobs = [job("a", [2, 1], arrival=1.0)]
+    at_once = run_simulation(jobs, FairPolicy(), cores=1, epoch_s=3.0, replan_on_events=True)
+    assert at_once.trace[0].t_start_s == pytest.approx(1.0)
+    assert at_once.trace[0].t_end_s == pytest.approx(2.0)
+    ticks = run_simulation(jobs, FairPolicy(), cores=1, epoch_s=3.0, replan_on_events=False)
+    assert ticks.trace[0].t_start_s == pytest.approx(3.0)
+    assert ticks.trace[0].t_end_s == pytest.approx(4.0)
+
+
+def test_freed_cores_go_out_when_a_job_ends_and_iterations_keep_their_cores():
+    # b ends at t=1 (one 1-s iteration on 1 core); a (4 s of work) started on 1 core keeps it
+    # for its running iteration, as a Spark job keeps its tasks, then runs on 2 cores at once.
+    jobs = [job("a", [3, 2, 1], work=4.0), job("b", [2], work=1.0)]
+    result = run_simulation(jobs, FairPolicy(), cores=2, epoch_s=10.0)
+    a = [(r.t_start_s, r.t_end_s, r.cores) for r in result.trace if r.job_id == "a"]
+    assert a == [(0.0, 4.0, 1), (4.0, 6.0, 2), (6.0, 8.0, 2)]
+    epochs = [(row.t_s, row.job_id, row.cores) for row in result.allocations]
+    assert (1.0, "a", 2) in epochs
 
 
 def test_nan_loss_marks_the_job_failed_and_the_run_goes_on():
@@ -82,6 +97,7 @@ def test_nan_loss_marks_the_job_failed_and_the_run_goes_on():
 def test_invalid_policy_answer_stops_the_run_with_its_name():
     class Greedy:
         name = "greedy"
+        traits = PolicyTraits()
 
         def allocate(self, cluster, jobs):
             return {j.job_id: cluster.total_cores for j in jobs}
