@@ -16,14 +16,16 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from slaq.algorithms.base import BlockFn, ConvergenceRule, StopTraining, TrainContext
 
-FORMAT_VERSION = 1
+# 2: blockset.json records each file's size and SHA-256 ("files"); 1 had no digests.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 META_FILE = "blockset.json"
 # Sparse data is densified when the dense copy stays below this size: dense blocks can be
 # memory-mapped and use BLAS, which beats CSR for the moderately sparse sets used here.
@@ -73,6 +75,49 @@ def _y_name(i: int) -> str:
     return f"y_{i:05d}.npy"
 
 
+def _prepare_xy(X: Any, y: np.ndarray | None, dtype: np.dtype) -> tuple[Any, np.ndarray, bool]:
+    """Validated X (CSR if sparse), y in its stored dtype, and whether X is stored sparse."""
+    if dtype.kind != "f":
+        raise ValueError(f"block dtype must be floating, got {dtype}")
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D, got shape {X.shape}")
+    n_rows, n_features = X.shape
+    if y is None:
+        y = np.zeros(n_rows, dtype=dtype)
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n_rows:
+        raise ValueError(f"y must be 1-D with {n_rows} entries, got shape {y.shape}")
+    y = y.astype(np.int32) if y.dtype.kind in "iub" else y.astype(dtype)
+    store_sparse = False
+    if sp.issparse(X):
+        X = X.tocsr()
+        store_sparse = n_rows * n_features * dtype.itemsize > DENSE_LIMIT_BYTES
+    return X, y, store_sparse
+
+
+def _write_files(
+    tmp: Path, X: Any, y: np.ndarray, sizes: Sequence[int], dtype: np.dtype, sparse: bool
+) -> dict[str, dict[str, Any]]:
+    """Write every block pair into ``tmp``; the size and SHA-256 of each file written."""
+    from slaq.datasets.integrity import file_record
+
+    records: dict[str, dict[str, Any]] = {}
+    start = 0
+    for i, size in enumerate(sizes):
+        part = X[start : start + size]
+        x_path, y_path = tmp / _x_name(i, sparse), tmp / _y_name(i)
+        if sparse:
+            sp.save_npz(x_path, part.astype(dtype), compressed=False)
+        else:
+            part = part.toarray() if sp.issparse(part) else part
+            np.save(x_path, np.ascontiguousarray(part, dtype=dtype))
+        np.save(y_path, np.ascontiguousarray(y[start : start + size]))
+        records[x_path.name] = file_record(x_path)
+        records[y_path.name] = file_record(y_path)
+        start += size
+    return records
+
+
 def write_blocks(
     X: Any,
     y: np.ndarray | None,
@@ -87,42 +132,27 @@ def write_blocks(
     seeding and step-size estimates look at block 0). Integer labels are stored as int32,
     real targets in ``dtype``; ``y=None`` (unsupervised) stores zeros. The directory appears
     atomically: everything is written to a sibling temporary directory that is renamed into
-    place, so readers never see a partial block set. An existing directory raises
-    FileExistsError unless ``overwrite``.
+    place, so readers never see a partial block set. ``blockset.json`` records each file's
+    size and SHA-256 (checked by :func:`open_blockset`). Files and the directory get the
+    umask's modes. An existing directory raises FileExistsError unless ``overwrite``.
     """
+    # Imported here: executors import this module for load_block only and should not pay
+    # for pyarrow and pandas at start-up.
+    from slaq.traces import honour_umask
+
     directory = Path(directory)
     dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise ValueError(f"block dtype must be floating, got {dtype}")
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D, got shape {X.shape}")
+    X, y, store_sparse = _prepare_xy(X, y, dtype)
     n_rows, n_features = X.shape
-    if y is None:
-        y = np.zeros(n_rows, dtype=dtype)
-    y = np.asarray(y)
-    if y.ndim != 1 or y.shape[0] != n_rows:
-        raise ValueError(f"y must be 1-D with {n_rows} entries, got shape {y.shape}")
-    y = y.astype(np.int32) if y.dtype.kind in "iub" else y.astype(dtype)
     sizes = split_sizes(n_rows, n_blocks)
-    store_sparse = False
-    if sp.issparse(X):
-        X = X.tocsr()
-        store_sparse = n_rows * n_features * dtype.itemsize > DENSE_LIMIT_BYTES
     if directory.exists() and not overwrite:
         raise FileExistsError(f"block directory {directory} already exists")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
-        start = 0
-        for i, size in enumerate(sizes):
-            part = X[start : start + size]
-            if store_sparse:
-                sp.save_npz(tmp / _x_name(i, True), part.astype(dtype), compressed=False)
-            else:
-                part = part.toarray() if sp.issparse(part) else part
-                np.save(tmp / _x_name(i, False), np.ascontiguousarray(part, dtype=dtype))
-            np.save(tmp / _y_name(i), np.ascontiguousarray(y[start : start + size]))
-            start += size
+        # mkdtemp makes it 0700: workers running as another user could not read the blocks.
+        honour_umask(tmp, directory=True)
+        files = _write_files(tmp, X, y, sizes, dtype, store_sparse)
         meta = {
             "version": FORMAT_VERSION,
             "n_blocks": n_blocks,
@@ -132,13 +162,14 @@ def write_blocks(
             "dtype": dtype.name,
             "sparse": store_sparse,
             "y_dtype": y.dtype.name,
+            "files": files,
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
         _install(tmp, directory, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return open_blockset(directory)
+    return open_blockset(directory, check="cheap")
 
 
 def _install(tmp: Path, directory: Path, overwrite: bool) -> None:
@@ -158,9 +189,7 @@ def _install(tmp: Path, directory: Path, overwrite: bool) -> None:
         raise FileExistsError(f"block directory {directory} already exists") from exc
 
 
-def open_blockset(directory: Path) -> BlockSet:
-    """Read and check a block directory's metadata."""
-    directory = Path(directory)
+def _read_meta(directory: Path) -> dict[str, Any]:
     meta_path = directory / META_FILE
     try:
         meta = json.loads(meta_path.read_text())
@@ -168,8 +197,14 @@ def open_blockset(directory: Path) -> BlockSet:
         raise BlockSetError(f"{directory} is not a block set (no {META_FILE})") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise BlockSetError(f"cannot read {meta_path}: {exc}") from exc
-    if meta.get("version") != FORMAT_VERSION:
-        raise BlockSetError(f"{meta_path}: unsupported version {meta.get('version')!r}")
+    if not isinstance(meta, dict) or meta.get("version") not in READABLE_VERSIONS:
+        version = meta.get("version") if isinstance(meta, dict) else None
+        raise BlockSetError(f"{meta_path}: unsupported version {version!r}")
+    return meta
+
+
+def _parse_meta(directory: Path, meta: dict[str, Any]) -> BlockSet:
+    meta_path = directory / META_FILE
     try:
         sizes = tuple(int(s) for s in meta["rows_per_block"])
         bs = BlockSet(
@@ -185,14 +220,51 @@ def open_blockset(directory: Path) -> BlockSet:
         raise BlockSetError(f"{meta_path}: malformed metadata ({exc})") from exc
     if len(sizes) != bs.n_blocks or sum(sizes) != bs.n_rows:
         raise BlockSetError(f"{meta_path}: rows_per_block disagrees with n_blocks/n_rows")
-    missing = [
-        name
-        for i in range(bs.n_blocks)
-        for name in (_x_name(i, bs.sparse), _y_name(i))
-        if not (directory / name).is_file()
-    ]
+    return bs
+
+
+def blockset_problems(bs: BlockSet, meta: dict[str, Any], full: bool) -> list[str]:
+    """Block files that are missing or differ from ``blockset.json`` (empty: intact).
+
+    Always checks sizes and ``.npy`` headers (shape, dtype); ``full`` also re-hashes every
+    file against its recorded SHA-256. Version-1 block sets recorded no digests.
+    """
+    from slaq.datasets.integrity import check_npy_header, check_records
+
+    names = [n for i in range(bs.n_blocks) for n in (_x_name(i, bs.sparse), _y_name(i))]
+    missing = [n for n in names if not (bs.directory / n).is_file()]
     if missing:
-        raise BlockSetError(f"{directory}: missing block files {missing[:5]}")
+        return [f"{bs.directory}: missing block files {missing[:5]}"]
+    records = meta.get("files")
+    if records is not None:
+        if set(records) != set(names):
+            return [f"{bs.directory / META_FILE}: records other files than the blocks"]
+        problems = check_records(bs.directory, records, full=full)
+        if problems:
+            return problems
+    y_dtype = meta.get("y_dtype")
+    problems = []
+    for i, rows in enumerate(bs.rows_per_block):
+        if not bs.sparse:
+            shape = (rows, bs.n_features)
+            problems.append(check_npy_header(bs.directory / _x_name(i, False), shape, bs.dtype))
+        problems.append(check_npy_header(bs.directory / _y_name(i), (rows,), y_dtype))
+    return [p for p in problems if p is not None]
+
+
+def open_blockset(directory: Path, *, check: Literal["full", "cheap"] = "full") -> BlockSet:
+    """Read a block directory's metadata and check its files; BlockSetError naming a bad one.
+
+    ``check="full"`` verifies every file against the SHA-256 recorded when it was written;
+    ``"cheap"`` checks sizes and headers only (catches truncation, not flipped bytes).
+    """
+    directory = Path(directory)
+    meta = _read_meta(directory)
+    bs = _parse_meta(directory, meta)
+    problems = blockset_problems(bs, meta, full=check == "full")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise BlockSetError(f"corrupt block set: {problems[0]}{more}")
     return bs
 
 

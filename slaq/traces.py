@@ -93,9 +93,49 @@ class AllocationRow:
     decision_ms: float
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    # Elsewhere the only way is to set it and set it back (briefly visible to other threads).
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode open() or mkdir() would give a new file (0o666) or directory under the umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def honour_umask(path: Path | int, directory: bool = False) -> None:
+    """Give a path or file descriptor the default mode under the umask.
+
+    mkstemp and mkdtemp create 0600 files and 0700 directories whatever the umask: outputs
+    renamed into place from them must be chmod-ed, or workers running as another user on a
+    shared file system cannot read them (docs/design.md §6).
+    """
+    mode = default_mode(directory)
+    if isinstance(path, int):
+        os.fchmod(path, mode)
+    else:
+        os.chmod(path, mode)
+
+
 def _atomic_target(path: Path) -> tuple[int, Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        honour_umask(fd)
+    except OSError:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return fd, Path(tmp)
 
 

