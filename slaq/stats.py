@@ -93,3 +93,43 @@ def describe(stat: dict[str, Any], percent: bool = True) -> str:
 
     text = f"{fmt(stat['mean'])} [{fmt(stat['ci_low'])}, {fmt(stat['ci_high'])}]"
     return text + (" (within noise)" if stat["within_noise"] else "")
+
+
+def seed_statistics(
+    summaries: Sequence[dict[str, Any]], targets: Sequence[str] = ("80", "90", "95", "99")
+) -> dict[str, Any]:
+    """Statistics over seeds of per-seed comparisons (slaq.metrics.summarize outputs).
+
+    Per policy: mean, CI and min-max of each improvement, and paired t-tests over seeds of the
+    baseline's against the policy's mean quality and mean 90% delay (positive = policy better).
+    """
+    if not summaries:
+        return {"n_seeds": 0, "policies": {}}
+    baseline = summaries[0]["baseline"]
+    if any(s["baseline"] != baseline for s in summaries):
+        raise ValueError("per-seed comparisons use different baselines")
+    policies: dict[str, Any] = {}
+    for name in summaries[0]["policies"]:
+        if name == baseline or any(name not in s["policies"] for s in summaries):
+            continue
+        runs = [s["policies"][name] for s in summaries]
+        base = [s["policies"][baseline] for s in summaries]
+        entry = {
+            "quality_improvement": mean_ci([r["quality_improvement"] for r in runs]),
+            "total_loss_reduction": mean_ci(
+                [r.get("total_loss_reduction", math.nan) for r in runs]
+            ),
+            "share_sooner_90": mean_ci(
+                [r.get("share_sooner", {}).get("90", math.nan) for r in runs]
+            ),
+            "paired_quality": paired_test(
+                [b["mean_quality"] for b in base], [r["mean_quality"] for r in runs]
+            ),
+            "paired_delay90_s": paired_test(
+                [b["mean_delay_s"]["90"] for b in base], [r["mean_delay_s"]["90"] for r in runs]
+            ),
+        }
+        for x in targets:
+            entry[f"delay_reduction_{x}"] = mean_ci([r["delay_reduction"][x] for r in runs])
+        policies[name] = entry
+    return {"n_seeds": len(summaries), "baseline": baseline, "policies": policies}
