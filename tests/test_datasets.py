@@ -71,10 +71,12 @@ def _needs_fashion(name: str) -> Any:
 
 
 class _Server:
-    """A local HTTP server: routes map a path to its body; some responses are truncated."""
+    """A local HTTP server: routes map a path to its body; some responses are truncated, and
+    ``first`` lists bodies served before the route's (a publisher's wrong first copy)."""
 
     def __init__(self) -> None:
         self.routes: dict[str, bytes] = {}
+        self.first: dict[str, list[bytes]] = {}  # path -> bodies served (whole) before routes
         self.truncate: dict[str, int] = {}  # path -> how many more responses to cut short
         self.hits: Counter[str] = Counter()
         server = self
@@ -82,7 +84,8 @@ class _Server:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 server.hits[self.path] += 1
-                body = server.routes.get(self.path)
+                queued = server.first.get(self.path)
+                body = queued.pop(0) if queued else server.routes.get(self.path)
                 if body is None:
                     self.send_error(404, "Not Found")
                     return
@@ -535,3 +538,27 @@ def test_cli_list_and_fetch(tmp_path, capsys):
     entries = json.loads(manifest.read_text())["datasets"]
     assert sorted(entries) == ["diabetes", "wine"] and entries["wine"]["shape"] == [178, 13]
     assert main(["datasets", "fetch", "no-such-set", "--data-dir", str(tmp_path / "c")]) == 2
+
+
+def test_check_dataset_names_is_one_line_listing_known_names():
+    ds.check_dataset_names(["wine", "YearPredictionMSD", "epsilon-tiny", "breast_cancer"])
+    with pytest.raises(DatasetError) as err:
+        ds.check_dataset_names(["wine", "mnist9m", "nope"])
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("unknown datasets 'mnist9m' (did you mean mnist8m?), 'nope';")
+    assert "known datasets: fashion-mnist" in msg and "wine" in msg.split(";")[1]
+    # The simulator's pseudo-dataset only where it is meant.
+    with pytest.raises(DatasetError, match="unknown dataset 'synthetic'"):
+        ds.check_dataset_names(["synthetic"])
+    ds.check_dataset_names(["synthetic", "digits"], allow_synthetic=True)
+    with pytest.raises(DatasetError, match="not a name"):
+        ds.check_dataset_names([""])
+
+
+def test_cli_fetch_rejects_unknown_names_before_any_work(tmp_path):
+    from slaq.cli import main
+
+    cache = tmp_path / "c"
+    assert main(["datasets", "fetch", "wine", "no-such-set", "--data-dir", str(cache)]) == 2
+    assert not cache.exists()  # wine was not converted before the bad name was noticed
