@@ -1,0 +1,264 @@
+"""Batched loss-curve fitting: every job's models at once in numpy (docs/design.md §1).
+
+The same fit as :func:`slaq.predict.fit_curve` (the per-job scipy reference): weighted least
+squares over the last ``FIT_WINDOW`` losses with weights ``max(RECENCY**i, MIN_WEIGHT)``, both
+families, the smaller weighted residual wins, the geometric rule when the history is short or
+no fit is usable, and never a NaN prediction. Instead of one scipy call per job, all jobs share
+padded ``(jobs, window)`` arrays and run Levenberg-Marquardt together.
+
+Layout: column ``m`` holds the loss ``m`` iterations before the latest (``m = 0`` is the
+latest), so the weights and the abscissa ``v = m / h`` are the same row for every job; padded
+columns have weight 0. Losses are rescaled per job to ``z = (y - min) / span`` and both
+families keep their form under that rescaling, which makes one set of tolerances fit all jobs.
+Internally ``sublinear`` is ``1 / (al v^2 + be v + ga) + d`` and ``exponential`` is
+``B e^(rho v) + c``; :mod:`slaq.fitbatch_families` converts to the public parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from slaq.fitbatch_families import FAMILY_OPS, Window, solve_spd
+from slaq.predict import FIT_WINDOW, MIN_POINTS_CURVEFIT, MIN_WEIGHT, PREDICTORS, RECENCY, LossModel
+
+# Levenberg-Marquardt stops a job once an accepted step improves its error by less than this
+# fraction; the reference's MINPACK defaults (ftol 1.5e-8) stop at a similar point.
+REL_TOL = 1e-9
+# A row fitted this closely (z is in [0, 1], so RMS ~1e-8 of the span) has nothing left that
+# would change a prediction; ill-conditioned exact fits otherwise crawl for many iterations.
+SSE_FLOOR = 1e-16
+COLD_ITERATIONS = 60
+KEEP_RATIO = 10.0
+WARM_ITERATIONS = 25
+_PROBE = np.array([1.0, 10.0, 100.0])
+
+
+@dataclass(frozen=True)
+class FittedLossModel(LossModel):
+    """A :class:`LossModel` that also keeps the losing family's fit, to warm-start it next time."""
+
+    alternate: tuple[str, tuple[float, ...]] | None = None
+
+
+def fit_loss_models(
+    histories: Sequence[np.ndarray],
+    predictor: str = "curvefit",
+    warm: Sequence[LossModel | None] | None = None,
+) -> list[LossModel]:
+    """Fit one loss model per history at once (batched counterpart of ``fit_loss_model``)."""
+    if predictor not in PREDICTORS:
+        raise ValueError(f"unknown loss predictor {predictor!r}; known: {', '.join(PREDICTORS)}")
+    if warm is not None and len(warm) != len(histories):
+        raise ValueError(f"warm has {len(warm)} models for {len(histories)} histories")
+    arrays = [np.asarray(h, dtype=float).ravel() for h in histories]
+    models = geometric_models(arrays)
+    if predictor == "geometric" or not arrays:
+        return models
+    lengths = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
+    rows = np.flatnonzero(lengths >= MIN_POINTS_CURVEFIT)
+    if rows.size == 0:
+        return models
+    win = _window(arrays, lengths, rows)
+    fits = {
+        family: _fit_family(ops, win, [None if warm is None else warm[i] for i in win.rows])
+        for family, ops in FAMILY_OPS.items()
+    }
+    _choose(models, win, fits)
+    return models
+
+
+def _window(arrays: list[np.ndarray], lengths: np.ndarray, rows: np.ndarray) -> Window:
+    """Right-aligned, reversed, rescaled windows of the histories in ``rows`` with span > 0."""
+    width = int(min(FIT_WINDOW, lengths[rows].max()))
+    used = np.minimum(lengths[rows], width)
+    flat = np.concatenate([arrays[i][-width:][::-1] for i in rows])
+    row_of = np.repeat(np.arange(rows.size), used)
+    col_of = np.arange(flat.size) - np.repeat(np.cumsum(used) - used, used)
+    y = np.zeros((rows.size, width))
+    y[row_of, col_of] = flat
+    mask = np.arange(width)[None, :] < used[:, None]
+    ymin = np.where(mask, y, np.inf).min(axis=1)
+    span = np.where(mask, y, -np.inf).max(axis=1) - ymin
+    # A flat window has nothing to fit; the reference returns no model there (geometric).
+    keep = span > 0
+    y, mask, ymin, span = y[keep], mask[keep], ymin[keep], span[keep]
+    z = np.where(mask, (y - ymin[:, None]) / span[:, None], 0.0)
+    cols = np.arange(width, dtype=float)
+    w = np.maximum(RECENCY**cols, MIN_WEIGHT)[None, :] * mask
+    return Window(
+        rows=rows[keep],
+        z=z,
+        w=w,
+        mask=mask,
+        ymin=ymin,
+        span=span,
+        k_last=lengths[rows[keep]].astype(float),
+        last=y[:, 0],
+        v=cols / max(width - 1, 1),
+        h=float(max(width - 1, 1)),
+    )
+
+
+def _fit_family(ops, win: Window, warm: list[LossModel | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Fitted window parameters and weighted SSE (in z units) of one family for every row.
+
+    Rows with a warm model of this family start from it alone; the others are polished from
+    every start of the family's grid search and keep the best.
+    """
+    n = win.z.shape[0]
+    params, has_warm = ops.from_models(warm, win)
+    params = np.where(has_warm[:, None], params, 0.0)
+    sse = np.full(n, np.inf)
+    if has_warm.any():
+        params[has_warm] = ops.project(params[has_warm], win.take(np.flatnonzero(has_warm)))
+        warm_rows = np.flatnonzero(has_warm)
+        sub = win.take(warm_rows)
+        params[warm_rows], sse[warm_rows] = levenberg_marquardt(
+            ops, params[warm_rows], ops.sse(params[warm_rows], sub), sub, WARM_ITERATIONS
+        )
+    cold_rows = np.flatnonzero(~has_warm)
+    if cold_rows.size:
+        sub = win.take(cold_rows)
+        starts = ops.grid_start(sub)  # (candidates, J, p)
+        cands, m = starts.shape[:2]
+        job = np.tile(np.arange(m), cands)
+        flat = starts.reshape(-1, starts.shape[2])
+        flat_sse = ops.sse(flat, sub.take(job))
+        # Polish only starts about as good as the job's best one: the others are nearly
+        # always the same valley seen from further away and only cost iterations.
+        best_start = flat_sse.reshape(cands, m).min(axis=0)
+        keep = np.flatnonzero(flat_sse <= KEEP_RATIO * best_start[job] + SSE_FLOOR)
+        fitted, fitted_sse = levenberg_marquardt(
+            ops, flat[keep], flat_sse[keep], sub.take(job[keep]), COLD_ITERATIONS
+        )
+        best = np.full(m, np.inf)
+        np.minimum.at(best, job[keep], fitted_sse)
+        winner = keep[fitted_sse == best[job[keep]]]  # ties: any of them is fine
+        params[cold_rows[job[winner]]] = fitted[np.searchsorted(keep, winner)]
+        sse[cold_rows[job[winner]]] = best[job[winner]]
+    return params, sse
+
+
+def levenberg_marquardt(
+    ops, params: np.ndarray, sse: np.ndarray, win: Window, iterations: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Projected Levenberg-Marquardt on all rows at once; converged rows drop out."""
+    params, sse = params.copy(), sse.copy()
+    damping = np.full(sse.size, 1e-3)
+    active = np.flatnonzero(np.isfinite(sse) & (sse > SSE_FLOOR))
+    for _ in range(iterations):
+        if active.size == 0:
+            break
+        sub = win.take(active)
+        p, s, lam = params[active], sse[active], damping[active]
+        hess, grad = ops.normal(p, sub)
+        _hold_bounds(ops, p, hess, grad)
+        step = solve_spd(hess, -grad, lam)
+        trial = ops.project(p + step, sub)
+        trial_sse = ops.sse(trial, sub)
+        accept = trial_sse < s
+        params[active[accept]] = trial[accept]
+        sse[active[accept]] = trial_sse[accept]
+        damping[active] = np.where(accept, lam * 0.3, lam * 4.0)
+        # Stationary: even the linear model promises almost nothing (both tests as MINPACK's
+        # ftol, which also stops on the actual reduction).
+        promised = -(grad * step).sum(axis=1)
+        small = (promised <= REL_TOL * s) | (accept & (s - trial_sse <= REL_TOL * s))
+        done = small | (lam > 1e10) | ~np.isfinite(step).all(axis=1)
+        active = active[~done & (sse[active] > SSE_FLOOR)]
+    return params, sse
+
+
+def _hold_bounds(ops, p: np.ndarray, hess: np.ndarray, grad: np.ndarray) -> None:
+    """Freeze parameters at a lower bound that the gradient pushes further down.
+
+    Without this, every step would leave the bound and be clipped back, which distorts the
+    other coordinates and stalls LM (a true ``1/(b k + c)`` curve sits at ``a = 0``).
+    """
+    for i, lower in ops.bounds:
+        held = (p[:, i] <= lower) & (grad[:, i] > 0)
+        if held.any():
+            hess[held, i, :] = 0.0
+            hess[held, :, i] = 0.0
+            hess[held, i, i] = 1.0
+            grad[held, i] = 0.0
+
+
+def _choose(models: list[LossModel], win: Window, fits: dict) -> None:
+    """Replace ``models[row]`` by the family with the smaller weighted residual, if usable."""
+    total_w = win.w.sum(axis=1)
+    results = {}
+    for family, (params, sse) in fits.items():
+        public, ok = FAMILY_OPS[family].to_public(params, win)
+        resid = sse * win.span**2 / total_w
+        ok &= np.isfinite(resid) & _probe_finite(family, public, win.k_last)
+        results[family] = (public, np.where(ok, resid, np.inf))
+    (sub_p, sub_r), (exp_p, exp_r) = results["sublinear"], results["exponential"]
+    # Ties go to sublinear, as in the reference (it is tried first and needs a strictly
+    # smaller residual to be replaced).
+    pick_sub = sub_r <= exp_r
+    usable = np.isfinite(np.minimum(sub_r, exp_r))
+    sub_l, exp_l = sub_p.tolist(), exp_p.tolist()
+    k_last, rows = win.k_last.tolist(), win.rows.tolist()
+    last = win.last.tolist()
+    for j, row in enumerate(rows):
+        if not usable[j]:
+            continue
+        if pick_sub[j]:
+            best, alt = ("sublinear", sub_l[j], sub_r[j]), ("exponential", exp_l[j], exp_r[j])
+        else:
+            best, alt = ("exponential", exp_l[j], exp_r[j]), ("sublinear", sub_l[j], sub_r[j])
+        keep_alt = (alt[0], tuple(alt[1])) if math.isfinite(alt[2]) else None
+        models[row] = FittedLossModel(
+            best[0], tuple(best[1]), k_last[j], last[j], float(best[2]), k_last[j], keep_alt
+        )
+
+
+def _probe_finite(family: str, public: np.ndarray, k_last: np.ndarray) -> np.ndarray:
+    """Whether predictions 1, 10 and 100 iterations ahead are finite (the reference's probe)."""
+    k = k_last[:, None] + np.concatenate([[0.0], _PROBE])[None, :]
+    with np.errstate(all="ignore"):
+        if family == "sublinear":
+            a, b, c, d = (public[:, i : i + 1] for i in range(4))
+            f = 1.0 / (a * k * k + b * k + c) + d
+        else:
+            amp, r, c = (public[:, i : i + 1] for i in range(3))
+            f = amp * np.exp(-r * k) + c
+        shift = f[:, 1:] - f[:, :1]
+    return np.isfinite(shift).all(axis=1) & np.isfinite(public).all(axis=1)
+
+
+def geometric_models(arrays: Sequence[np.ndarray]) -> list[LossModel]:
+    """The prototype's geometric rule for every history, vectorized (``fit_geometric``)."""
+    n = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
+    tail = np.zeros((len(arrays), 3))
+    for i, a in enumerate(arrays):
+        if a.size:
+            tail[i, 3 - min(a.size, 3) :] = a[-3:]
+    l3, prev, last = tail[:, 0], tail[:, 1], tail[:, 2]
+    nf = n.astype(float)
+    with np.errstate(all="ignore"):
+        positive = (prev > 0) & (last > 0)
+        ratio = last / prev
+        r_pos = -np.log(ratio)
+        ok_pos = positive & (ratio > 0) & (ratio < 1) & (n >= 2)
+        d1, d2 = l3 - prev, prev - last
+        ok_drop = ~positive & (n >= 3) & (d1 > 0) & (d2 > 0) & (d2 < d1)
+        rho = d2 / d1
+        r_drop = -np.log(rho)
+        floor = np.where(ok_drop, last - d2 * rho / (1 - rho), 0.0)
+        rate = np.where(ok_pos, r_pos, r_drop)
+        amp = (last - floor) * np.exp(rate * nf)
+    exponential = (ok_pos | ok_drop) & np.isfinite(amp) & (amp > 0)
+    out: list[LossModel] = []
+    for i, is_exp in enumerate(exponential.tolist()):
+        if is_exp:
+            params = (float(amp[i]), float(rate[i]), float(floor[i]))
+            out.append(LossModel("exponential", params, float(nf[i]), float(last[i])))
+        else:
+            out.append(LossModel("constant", (), float(nf[i]), float(last[i])))
+    return out

@@ -1,0 +1,351 @@
+"""The two curve families of :mod:`slaq.fitbatch` as batched array operations.
+
+Each family provides, for parameter arrays of shape ``(jobs, p)`` in the rescaled window
+coordinates of :class:`Window`: a cold start (``grid_start``), the weighted squared error
+(``sse``), the Gauss-Newton normal equations (``normal``), a projection onto the constraints of
+the reference fit (``project``) and conversions from and to the public parameters that
+:class:`slaq.predict.LossModel` evaluates at absolute iteration numbers (docs/design.md §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from math import comb
+
+import numpy as np
+
+from slaq.predict import LossModel
+
+# Asymptote search range of the reference (slaq.predict._fit_one): floor = min - span * e^s.
+_SUB_GRID = np.exp(np.linspace(-14.0, 4.0, 25))
+_CANDIDATES = 3
+# Decay per window (rho = r * h): from nearly linear to a drop of e^-100 across the window.
+_EXP_GRID = np.geomspace(1e-3, 100.0, 33)
+_RHO_MAX = 700.0  # e^rho must stay finite on the window
+_C_MIN = 1e-12
+_GOLDEN_STEPS = 16  # the reference's lower bound on c (relative to the loss span here)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Rescaled, reversed fit windows of many jobs (column 0 = latest loss)."""
+
+    rows: np.ndarray  # index of each row in the caller's list of histories
+    z: np.ndarray  # (J, W) losses rescaled to [0, 1]; 0 where padded
+    w: np.ndarray  # (J, W) recency weights; 0 where padded
+    mask: np.ndarray  # (J, W) True where a loss exists
+    ymin: np.ndarray  # (J,) window minimum
+    span: np.ndarray  # (J,) window max - min (> 0)
+    k_last: np.ndarray  # (J,) 1-based iteration number of the latest loss
+    last: np.ndarray  # (J,) latest loss, exactly as reported
+    v: np.ndarray  # (W,) iterations back divided by h
+    h: float
+
+    @property
+    def vpow(self) -> np.ndarray:
+        """``v**s`` for s = 0..4, shape (W, 5), for moments by matrix product."""
+        return self.v[:, None] ** np.arange(5)[None, :]
+
+    def take(self, idx: np.ndarray) -> Window:
+        """The rows ``idx`` only (the same object when that is every row)."""
+        if idx.size == self.z.shape[0]:
+            return self
+        return replace(
+            self,
+            rows=self.rows[idx],
+            z=self.z[idx],
+            w=self.w[idx],
+            mask=self.mask[idx],
+            ymin=self.ymin[idx],
+            span=self.span[idx],
+            k_last=self.k_last[idx],
+            last=self.last[idx],
+        )
+
+
+def solve_spd(a: np.ndarray, rhs: np.ndarray, ridge: np.ndarray | float = 0.0) -> np.ndarray:
+    """Solve many small systems ``(A + ridge I) x = rhs`` after unit-diagonal scaling.
+
+    A plain Cholesky over (J,) vectors: for 3x3 and 4x4 systems this is an order of magnitude
+    faster than ``np.linalg.solve`` on a stack, and the scaling makes it Marquardt's step.
+    """
+    p = rhs.shape[1]
+    m = np.ascontiguousarray(a.transpose(1, 2, 0))  # (p, p, J): entries as contiguous rows
+    b = np.ascontiguousarray(rhs.T)
+    diag = np.sqrt(np.maximum(np.stack([m[i, i] for i in range(p)]), 1e-300))
+    low = [[None] * p for _ in range(p)]
+    for i in range(p):
+        for j in range(i + 1):
+            s = m[i, j] / (diag[i] * diag[j])
+            if i == j:
+                s = s + ridge + 1e-12
+            for k in range(j):
+                s = s - low[i][k] * low[j][k]
+            low[i][j] = np.sqrt(np.maximum(s, 1e-300)) if i == j else s / low[j][j]
+    y = [None] * p
+    for i in range(p):
+        s = b[i] / diag[i]
+        for k in range(i):
+            s = s - low[i][k] * y[k]
+        y[i] = s / low[i][i]
+    x = [None] * p
+    for i in reversed(range(p)):
+        s = y[i]
+        for k in range(i + 1, p):
+            s = s - low[k][i] * x[k]
+        x[i] = s / low[i][i]
+    return (np.stack(x) / diag).T
+
+
+def _warm_params(warm: list[LossModel | None], family: str, size: int) -> np.ndarray:
+    """Public parameters of ``family`` from each warm model (its main or alternate fit)."""
+    out = np.full((len(warm), size), np.nan)
+    for j, model in enumerate(warm):
+        if model is None:
+            continue
+        if model.family == family:
+            params = model.params
+        else:
+            alt = getattr(model, "alternate", None)
+            if alt is None or alt[0] != family:
+                continue
+            params = alt[1]
+        if len(params) >= size:
+            out[j] = params[:size]
+    return out
+
+
+def _sub_linear(mom: np.ndarray, e: np.ndarray, win: Window) -> np.ndarray:
+    """Linearized sublinear fit ``(ga, be, al)`` per row for floors ``d = -e`` (shape (J,))."""
+
+    def expand(power: int, cols: int) -> np.ndarray:
+        terms = (
+            comb(power, q) * e[:, None] ** (power - q) * mom[q, :, :cols] for q in range(power + 1)
+        )
+        return sum(terms)
+
+    a4, rhs = expand(4, 5), expand(3, 3)
+    hank = np.empty((e.size, 3, 3))
+    for i in range(3):
+        for j in range(3):
+            hank[:, i, j] = a4[:, i + j]
+    with np.errstate(all="ignore"):
+        return solve_spd(hank, rhs)
+
+
+def _golden(f, lo: np.ndarray, hi: np.ndarray, steps: int) -> np.ndarray:
+    """Vectorized golden-section search for the minimum of ``f`` on ``[lo, hi]`` per row."""
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = lo.astype(float), hi.astype(float)
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(steps):
+        left = fc < fd  # minimum in [a, d]
+        a, b = np.where(left, a, c), np.where(left, d, b)
+        new = np.where(left, b - ratio * (b - a), a + ratio * (b - a))
+        fn = f(new)
+        c, d, fc, fd = (
+            np.where(left, new, d),
+            np.where(left, c, new),
+            np.where(left, fn, fd),
+            np.where(left, fc, fn),
+        )
+    return np.where(fc < fd, c, d)
+
+
+class Sublinear:
+    """``1 / (al v^2 + be v + ga) + d`` in window units; public ``1/(a k^2 + b k + c) + d``."""
+
+    size = 4
+    bounds = ((0, 0.0),)  # al = a h^2 >= 0; the bounds on b and c couple parameters
+
+    @staticmethod
+    def abc(p: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(a, b, c)`` in z units from ``(al, be, ga, ...)`` along the last axis."""
+        # k = K - h v, so a k^2 + b k + c = al v^2 + be v + ga with the relations below.
+        k, h = win.k_last, win.h
+        a = p[..., 0] / (h * h)
+        b = -p[..., 1] / h - 2.0 * a * k
+        return a, b, p[..., 2] - a * k * k - b * k
+
+    @staticmethod
+    def _from_abc(a, b, c, d, win: Window) -> np.ndarray:
+        k, h = win.k_last, win.h
+        return np.column_stack([a * h * h, -h * (2.0 * a * k + b), a * k * k + b * k + c, d])
+
+    def project(self, p: np.ndarray, win: Window) -> np.ndarray:
+        """Clip to ``a, b >= 0, c > 0`` (the reference's constraints), so ``Q > 0`` for k > 0."""
+        a, b, c = self.abc(p, win)
+        return self._from_abc(
+            np.maximum(a, 0), np.maximum(b, 0), np.maximum(c, _C_MIN), p[:, 3], win
+        )
+
+    def _inverse_q(self, p: np.ndarray, win: Window) -> np.ndarray:
+        q = (p[:, 0:1] * win.v + p[:, 1:2]) * win.v + p[:, 2:3]
+        # Padded columns may lie at k <= 0 where Q can vanish; their weight is 0 anyway.
+        return 1.0 / np.where(win.mask, q, 1.0)
+
+    def sse(self, p: np.ndarray, win: Window) -> np.ndarray:
+        """Weighted squared error of every row."""
+        with np.errstate(all="ignore"):
+            r = self._inverse_q(p, win) + (p[:, 3:4] - win.z)
+            out = (win.w * r * r).sum(axis=1)
+        return np.where(np.isfinite(out), out, np.inf)
+
+    def normal(self, p: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Gauss-Newton matrix and gradient; derivatives are ``-v^s / Q^2`` and 1."""
+        iq = self._inverse_q(p, win)
+        iq2 = iq * iq
+        wq2 = win.w * iq2
+        wr = win.w * (iq + (p[:, 3:4] - win.z))
+        vp = win.vpow
+        m4, m2, r2 = (wq2 * iq2) @ vp, wq2 @ vp[:, :3], (wr * iq2) @ vp[:, :3]
+        hess = np.empty((p.shape[0], 4, 4))
+        for i in range(3):
+            for j in range(3):
+                hess[:, i, j] = m4[:, 4 - i - j]
+            hess[:, i, 3] = hess[:, 3, i] = -m2[:, 2 - i]
+        hess[:, 3, 3] = win.w.sum(axis=1)
+        grad = np.column_stack([-r2[:, 2], -r2[:, 1], -r2[:, 0], wr.sum(axis=1)])
+        return hess, grad
+
+    def grid_start(self, win: Window) -> np.ndarray:
+        """Starts ``(candidates, J, 4)``: a floor ``d = -e`` and a linearized fit for the rest.
+
+        For a fixed floor, ``1 / (z + e)`` is quadratic in v; weighting that fit by
+        ``(z + e)^4`` makes it approximate least squares in z, and its weighted moments are
+        polynomials in e over moments of z (O(jobs) per trial floor). Each floor is scored by
+        the true error of the constrained parameters, as in the reference; the error has
+        several local minima, so a grid finds the best few, golden section refines each, and
+        the caller polishes all of them.
+        """
+        mom = np.stack([win.w * win.z**q for q in range(5)]) @ win.vpow  # sum w z^q v^s
+        s_grid = np.log(_SUB_GRID)
+
+        def start(s: np.ndarray) -> np.ndarray:
+            theta = _sub_linear(mom, np.exp(s), win)
+            return self.project(np.column_stack([*theta.T[::-1], -np.exp(s)]), win)
+
+        def error(s: np.ndarray) -> np.ndarray:
+            return np.stack([self.sse(start(row), win) for row in np.atleast_2d(s)])
+
+        n = win.z.shape[0]
+        scores = error(np.repeat(s_grid[:, None], n, axis=1))  # (G, J)
+        pad = np.full((1, n), np.inf)
+        ext = np.concatenate([pad, scores, pad])
+        local = (scores <= ext[:-2]) & (scores <= ext[2:])
+        order = np.argsort(np.where(local, scores, np.inf), axis=0)[:_CANDIDATES]
+        lo, hi = s_grid[np.maximum(order - 1, 0)], s_grid[np.minimum(order + 1, s_grid.size - 1)]
+        s_best = _golden(error, lo, hi, _GOLDEN_STEPS)
+        return np.stack([start(row) for row in s_best])
+
+    def to_public(self, p: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        """``(a, b, c, d)`` of the loss itself, and whether they are usable."""
+        a, b, c = self.abc(p, win)
+        s = win.span
+        out = np.column_stack([a / s, b / s, c / s, win.ymin + s * p[:, 3]])
+        ok = np.isfinite(out).all(axis=1) & (out[:, 0] >= 0) & (out[:, 1] >= 0) & (out[:, 2] > 0)
+        return out, ok
+
+    def from_models(
+        self, warm: list[LossModel | None], win: Window
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Window parameters from warm public ones (NaN rows where none)."""
+        pub = _warm_params(warm, "sublinear", 4)
+        s = win.span
+        p = self._from_abc(
+            pub[:, 0] * s, pub[:, 1] * s, pub[:, 2] * s, (pub[:, 3] - win.ymin) / s, win
+        )
+        return p, np.isfinite(p).all(axis=1)
+
+
+class Exponential:
+    """``B e^(rho v) + c`` in window units; public ``A e^(-r k) + c``."""
+
+    size = 3
+    bounds = ((0, 1e-300),)
+
+    def project(self, p: np.ndarray, win: Window) -> np.ndarray:
+        """``A > 0`` and ``r > 0`` as in the reference; bounded so that ``e^rho`` is finite."""
+        rho = np.clip(p[:, 1], 1e-12 * win.h, _RHO_MAX)
+        return np.column_stack([np.maximum(p[:, 0], 1e-300), rho, p[:, 2]])
+
+    @staticmethod
+    def _powers(p: np.ndarray, win: Window) -> np.ndarray:
+        # e^(rho v) at v = m / h is q^m with q = e^(rho / h): doubling products instead of a
+        # full-size exp, which is several times slower here.
+        width = win.v.size
+        out = np.empty((p.shape[0], width))
+        out[:, 0] = 1.0
+        q, filled = np.exp(p[:, 1] / win.h), 1
+        while filled < width:
+            n = min(filled, width - filled)
+            out[:, filled : filled + n] = out[:, :n] * q[:, None]
+            filled += n
+            q = q * q
+        return out
+
+    def sse(self, p: np.ndarray, win: Window) -> np.ndarray:
+        """Weighted squared error of every row."""
+        with np.errstate(all="ignore"):
+            r = p[:, 0:1] * self._powers(p, win) + (p[:, 2:3] - win.z)
+            out = (win.w * r * r).sum(axis=1)
+        return np.where(np.isfinite(out), out, np.inf)
+
+    def normal(self, p: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Gauss-Newton matrix and gradient; derivatives are ``E``, ``B v E`` and 1."""
+        e = self._powers(p, win)
+        amp = p[:, 0]
+        we = win.w * e
+        wr = win.w * (amp[:, None] * e + (p[:, 2:3] - win.z))
+        vp = win.vpow
+        ee, e1, re = (we * e) @ vp[:, :3], we @ vp[:, :2], (wr * e) @ vp[:, :2]
+        hess = np.empty((p.shape[0], 3, 3))
+        hess[:, 0, 0] = ee[:, 0]
+        hess[:, 0, 1] = hess[:, 1, 0] = amp * ee[:, 1]
+        hess[:, 1, 1] = amp * amp * ee[:, 2]
+        hess[:, 0, 2] = hess[:, 2, 0] = e1[:, 0]
+        hess[:, 1, 2] = hess[:, 2, 1] = amp * e1[:, 1]
+        hess[:, 2, 2] = win.w.sum(axis=1)
+        grad = np.column_stack([re[:, 0], amp * re[:, 1], wr.sum(axis=1)])
+        return hess, grad
+
+    def grid_start(self, win: Window) -> np.ndarray:
+        """Start ``(1, J, 3)``: the best decay on a grid, B and c by weighted linear fit."""
+        table = np.exp(_EXP_GRID[:, None] * win.v[None, :])  # (G, W), shared by all jobs
+        w, wz = win.w, win.w * win.z
+        s_ee, s_e, t_e = w @ (table * table).T, w @ table.T, wz @ table.T
+        s1, t1, tzz = w.sum(axis=1)[:, None], wz.sum(axis=1)[:, None], (wz * win.z).sum(axis=1)
+        with np.errstate(all="ignore"):
+            det = s_ee * s1 - s_e * s_e
+            amp = (t_e * s1 - s_e * t1) / det
+            c = (s_ee * t1 - s_e * t_e) / det
+            rss = tzz[:, None] - amp * t_e - c * t1
+        rss = np.where((amp > 0) & (det > 0) & np.isfinite(rss), rss, np.inf)
+        best = np.argmin(rss, axis=1)
+        rows = np.arange(best.size)
+        none = ~np.isfinite(rss[rows, best])
+        amp_b = np.where(none, 1e-300, amp[rows, best])
+        c_b = np.where(none, t1[:, 0] / s1[:, 0], c[rows, best])
+        return self.project(np.column_stack([amp_b, _EXP_GRID[best], c_b]), win)[None]
+
+    def to_public(self, p: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        """``(A, r, c)`` of the loss itself, and whether they are usable."""
+        with np.errstate(all="ignore"):
+            log_amp = np.log(win.span * p[:, 0]) + p[:, 1] * win.k_last / win.h
+            out = np.column_stack([np.exp(log_amp), p[:, 1] / win.h, win.ymin + win.span * p[:, 2]])
+        ok = np.isfinite(out).all(axis=1) & (out[:, 0] > 0) & (out[:, 1] > 0)
+        return out, ok
+
+    def from_models(
+        self, warm: list[LossModel | None], win: Window
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Window parameters from warm public ones (NaN rows where none)."""
+        pub = _warm_params(warm, "exponential", 3)
+        with np.errstate(all="ignore"):
+            amp = np.exp(np.log(pub[:, 0]) - pub[:, 1] * win.k_last) / win.span
+            p = np.column_stack([amp, pub[:, 1] * win.h, (pub[:, 2] - win.ymin) / win.span])
+        return p, np.isfinite(p).all(axis=1) & (p[:, 0] > 0)
+
+
+FAMILY_OPS = {"sublinear": Sublinear(), "exponential": Exponential()}
