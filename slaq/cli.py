@@ -122,10 +122,17 @@ def _cmd_workload(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from slaq.metrics import compare_runs
-    from slaq.traces import write_json_atomic
+    from slaq.metrics import compare_runs, compare_seeds
+    from slaq.traces import read_run, write_json_atomic
 
-    summary = compare_runs([Path(d) for d in args.runs], baseline=args.baseline)
+    runs = [Path(d) for d in args.runs]
+    policies = [read_run(d).get("policy") for d in runs]
+    if len(set(policies)) < len(policies):  # several seeds per policy
+        result = compare_seeds(runs, baseline=args.baseline)
+        write_json_atomic(result, Path(args.out))
+        log.info("compared %d seeds -> %s", len(result["seeds"]), args.out)
+        return 0
+    summary = compare_runs(runs, baseline=args.baseline)
     write_json_atomic(summary, Path(args.out))
     for name, entry in summary["policies"].items():
         delays = ", ".join(f"{x}%: {v:+.1%}" for x, v in entry["delay_reduction"].items())
@@ -143,6 +150,17 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
     from slaq.metrics import fidelity
     from slaq.traces import write_json_atomic
 
+    if args.calibrate:
+        from slaq.fidelity import fidelity_out_of_sample
+
+        oos = fidelity_out_of_sample(
+            [Path(d) for d in args.calibrate], [Path(d) for d in args.predict or []], args.baseline
+        )
+        write_json_atomic(oos, Path(args.out))
+        log.info("out-of-sample fidelity errors: %s", oos["errors"])
+        return 0
+    if not (args.live and args.simulated):
+        raise ValueError("give LIVE SIMULATED, or --calibrate RUN_DIR ... --predict RUN_DIR ...")
     result = fidelity(Path(args.live), Path(args.simulated))
     write_json_atomic(result, Path(args.out))
     log.info(
@@ -165,6 +183,8 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         out,
         live=args.live,
         sim=args.sim,
+        sweep=args.sweep,
+        premise=args.premise,
         overhead=args.overhead,
         fidelity=args.fidelity,
         prediction=args.prediction,
@@ -258,14 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_workload)
 
     p = sub.add_parser("compare", help="quality and delay of runs against a baseline")
-    p.add_argument("runs", nargs="+", help="run directories, one per policy")
+    p.add_argument("runs", nargs="+", help="run directories (one per policy, or per seed)")
     p.add_argument("--baseline", default="fair")
     p.add_argument("--out", required=True, help="metrics JSON to write")
     p.set_defaults(func=_cmd_compare)
 
-    p = sub.add_parser("fidelity", help="compare a live run with its simulated replay")
-    p.add_argument("live", help="live run directory")
-    p.add_argument("simulated", help="replay of it (slaq simulate --trace LIVE)")
+    p = sub.add_parser("fidelity", help="simulator against live runs (replay or out of sample)")
+    p.add_argument("live", nargs="?", help="live run directory")
+    p.add_argument("simulated", nargs="?", help="replay of it (slaq simulate --trace LIVE)")
+    p.add_argument("--calibrate", nargs="+", metavar="RUN_DIR", help="live runs to calibrate on")
+    p.add_argument("--predict", nargs="+", metavar="RUN_DIR", help="live runs to predict")
+    p.add_argument("--baseline", default="fair")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_fidelity)
 
@@ -273,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live", nargs="*", default=[], help="metrics JSON of live comparisons")
     p.add_argument("--sim", nargs="*", default=[], help="metrics JSON of simulated comparisons")
     p.add_argument("--fidelity", nargs="*", default=[])
+    p.add_argument("--sweep", help="sweep.json of slaq sweep report")
+    p.add_argument("--premise", help="premise benchmark JSON ({'ratio': ...})")
     p.add_argument("--overhead")
     p.add_argument("--prediction")
     p.add_argument("--figures", nargs="*", default=[])

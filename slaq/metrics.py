@@ -287,3 +287,21 @@ def fidelity(live_dir: Path, sim_dir: Path, grid_points: int = 2000) -> dict[str
             "quality_curves": {policy: np.nan_to_num(curves["simulated"], nan=-1.0).tolist()},
         },
     }
+
+
+def compare_seeds(run_dirs: Sequence[Path], baseline: str = "fair") -> dict[str, Any]:
+    """Runs of several seeds per policy: per-seed comparisons and statistics over seeds."""
+    from slaq.stats import seed_statistics
+
+    by_seed: dict[int, list[Path]] = {}
+    for d in map(Path, run_dirs):
+        by_seed.setdefault(int(read_run(d).get("seed", 0)), []).append(d)
+    per_seed = {seed: compare_runs(dirs, baseline) for seed, dirs in sorted(by_seed.items())}
+    for summary in per_seed.values():  # the curves are per seed; keep the JSON small
+        summary.pop("grid_s"), summary.pop("quality_curves")
+    return {
+        "baseline": baseline,
+        "seeds": sorted(per_seed),
+        "per_seed": {str(k): v for k, v in per_seed.items()},
+        "statistics": seed_statistics(list(per_seed.values())),
+    }

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slaq import sweep, sweep_cli
+from slaq import sim, sweep, sweep_cli
+from slaq.policy import load_policy
 from slaq.regime import regime_figures
 from slaq.traces import TraceRow, read_run, write_run
 
@@ -115,3 +116,36 @@ def test_cells_and_report_group_by_policy_and_arguments(tmp_path):
     )
     assert rep["regime"][0]["n_seeds"] == 2 and rep["regime"][0]["policy"] == "fair"
     assert rep["up_to"]["smooth"]["slaq[min_cores=1]"]["quality_improvement"]["load"] == 1.0
+
+
+def test_seeds_compare_and_out_of_sample_fidelity(tmp_path):
+    from slaq.fidelity import calibrate, fidelity_out_of_sample
+    from slaq.metrics import compare_seeds
+
+    lib = sweep.load_library(_library(tmp_path / "lib.parquet"))
+    runs = {}
+    for seed in (0, 1):
+        jobs = sweep.draw_jobs(lib, mix="smooth", load=1.0, seed=seed, cores=8, n_jobs=4,
+                               work_scale=2.0, fixed_cost_s=0.2)  # fmt: skip
+        for name in ("fair", "slaq"):
+            out = tmp_path / f"{name}-{seed}"
+            # The geometric predictor keeps the test fast; the calibration replays the args.
+            args = {"predictor": "geometric"} if name == "slaq" else {}
+            config = {"policy": name, "policy_args": args, "epoch_s": 1.0}
+            sim.simulate_to_dir(jobs, load_policy(name, **args), cores=8, epoch_s=1.0, seed=seed,
+                                out_dir=out, config=config)  # fmt: skip
+            runs[name, seed] = out
+    seeds = compare_seeds(list(runs.values()))
+    assert seeds["seeds"] == [0, 1] and seeds["statistics"]["n_seeds"] == 2
+    q = [seeds["per_seed"][s]["policies"]["slaq"]["quality_improvement"] for s in ("0", "1")]
+    stat = seeds["statistics"]["policies"]["slaq"]["quality_improvement"]
+    assert stat["mean"] == pytest.approx(np.mean(q)) and stat["min"] == min(q)
+    cal_dirs = [runs["fair", 0], runs["slaq", 0]]
+    cal = calibrate(cal_dirs)
+    trace = pd.concat([pd.read_parquet(d / "trace.parquet") for d in cal_dirs])
+    assert cal["fixed_cost_s"] == sweep.fixed_cost_from_runs(cal_dirs)
+    assert cal["work_s"]["logreg/digits"] == pytest.approx(trace["cpu_s"].median())
+    res = fidelity_out_of_sample(cal_dirs, [runs["fair", 1], runs["slaq", 1]])
+    assert [(r["policy"], r["seed"]) for r in res["runs"]] == [("fair", 1), ("slaq", 1)]
+    assert [i["policy"] for i in res["improvements"]] == ["slaq"]
+    assert all(np.isfinite(v) for v in res["errors"].values())
