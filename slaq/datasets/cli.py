@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from slaq.datasets.cache import read_meta, resolve_cache_dir
+from slaq.datasets.loader import prepare
 from slaq.datasets.names import check_dataset_names, datasets_for_config
-from slaq.datasets.prepare import prepare
 from slaq.datasets.registry import DatasetError, Registry, default_registry
 from slaq.datasets.verify import CORRUPT, require_data_dir, verify_data_dir
 from slaq.traces import write_text_atomic
