@@ -9,6 +9,7 @@ parsed: it is downloaded afresh (docs/design.md §5).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
@@ -131,8 +132,10 @@ def _pooch_fetch(
             # Corrupt compressed data or a full disk: the next try starts afresh.
             _discard(download_dir, source)
         raise _download_error(info, source.location, exc, retries, pinned_by) from None
-    # pooch moves a NamedTemporaryFile (mode 0600) into place.
-    honour_umask(download_dir / fname)
+    # pooch moves a NamedTemporaryFile (mode 0600) into place. A reused download may belong
+    # to another user of a shared data directory: its mode is then not ours to change.
+    with contextlib.suppress(PermissionError):
+        honour_umask(download_dir / fname)
     return out
 
 
