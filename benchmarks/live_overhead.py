@@ -26,7 +26,7 @@ import numpy as np
 
 from slaq.algorithms import make_trainer
 from slaq.blocks import LocalContext
-from slaq.policy import ClusterView, JobView
+from slaq.policy import ClusterView, JobView, PolicyTraits
 from slaq.spark.cluster import AttachedCluster, LocalSparkCluster, signals_as_exceptions
 from slaq.spark.engine import (
     prepare_dataset,
@@ -47,6 +47,7 @@ class AllCores:
     """Every core to every job (one job at a time here)."""
 
     name: str = "all-cores"
+    traits: PolicyTraits = PolicyTraits()
 
     def allocate(self, cluster: ClusterView, jobs: Sequence[JobView]) -> Mapping[str, int]:
         """All cores to the single active job."""

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from slaq.algorithms import StopTraining, make_trainer, measure_iteration_cpu_s
-from slaq.policy import ClusterView, JobView
+from slaq.policy import ClusterView, JobView, PolicyTraits
 from slaq.spark.cluster import AttachedCluster, LocalSparkCluster, signals_as_exceptions
 from slaq.spark.engine import run_live
 from slaq.traces import environment_versions, read_run, read_trace, write_json_atomic
@@ -41,6 +41,7 @@ class FixedPolicy:
 
     shares: Mapping[str, int]
     name: str = "fixed"
+    traits: PolicyTraits = PolicyTraits()
 
     def allocate(self, cluster: ClusterView, jobs: Sequence[JobView]) -> Mapping[str, int]:
         """The fixed share of every active job."""

@@ -155,7 +155,7 @@ def run_cell(task: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "seed": seed,
                 "policy": label,
                 "quality_improvement": entry["quality_improvement"],
-                "peak_quality_improvement": entry["peak_quality_improvement"],
+                "total_loss_reduction": entry.get("total_loss_reduction"),
                 "delay_reduction": entry["delay_reduction"],
                 "mean_quality": entry["mean_quality"],
                 "mean_delay_s": entry["mean_delay_s"],

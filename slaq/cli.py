@@ -34,13 +34,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         sim_jobs_from_workload,
         simulate_to_dir,
     )
-    from slaq.traces import read_trace
+    from slaq.traces import read_run, read_trace
     from slaq.workload import load_workload
 
     params = parse_policy_args(args.policy_arg)
     policy = load_policy(args.policy, **params)
     if args.pool:
-        pool = [j for d in args.pool for j in sim_jobs_from_trace(read_trace(Path(d)))]
+        pool = [
+            j
+            for d in args.pool
+            for j in sim_jobs_from_trace(read_trace(Path(d)), read_run(Path(d)).get("jobs"))
+        ]
         jobs = sim_jobs_from_pool(
             pool, args.n_jobs, args.mean_interarrival, args.seed, args.work_scale, args.overhead
         )
@@ -52,20 +56,26 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             "overhead_s": args.overhead,
         }
     elif args.trace:
-        jobs = sim_jobs_from_trace(read_trace(Path(args.trace)))
+        recorded = read_run(Path(args.trace))
+        jobs = sim_jobs_from_trace(read_trace(Path(args.trace)), recorded.get("jobs"))
         source = {"trace": str(args.trace)}
+        # A replay runs on the cluster the recorded run had, unless told otherwise.
+        args.cores = args.cores or int(recorded["cores"])
     else:
         if not args.workload:
             raise WorkloadError("give --workload FILE or --trace RUN_DIR")
         workload = load_workload(args.workload)
         jobs = sim_jobs_from_workload(workload, args.seed)
         source = {"workload": str(args.workload), "workload_name": workload.name}
+    if not args.cores or args.cores < 1:
+        raise WorkloadError("give --cores N (N >= 1) for a simulation")
     config = {
         **source,
         "policy": args.policy,
         "policy_args": params,
         "cores": args.cores,
         "epoch_s": args.epoch,
+        "replan": args.replan,
     }
     result = simulate_to_dir(
         jobs,
@@ -75,6 +85,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_dir=Path(args.out),
         config=config,
+        replan_on_events=args.replan == "events",
         progress=not args.quiet,
     )
     log.info(
@@ -261,8 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--policy", required=True, help="policy name or package.module:Class")
     p.add_argument("--policy-arg", action="append", default=[], metavar="K=V")
-    p.add_argument("--cores", type=int, required=True)
+    p.add_argument(
+        "--cores", type=int, help="virtual cluster size (default with --trace: the run's cores)"
+    )
     p.add_argument("--epoch", type=float, default=3.0, help="scheduling epoch in seconds")
+    p.add_argument(
+        "--replan",
+        choices=["events", "ticks"],
+        default="events",
+        help="re-plan on arrivals and job ends as well as at epoch ticks (events, as live), "
+        "or only at ticks",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

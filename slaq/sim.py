@@ -112,9 +112,12 @@ def sim_jobs_from_workload(workload: Workload, seed: int) -> list[SimJob]:
     return out
 
 
-def sim_jobs_from_trace(trace: pd.DataFrame) -> list[SimJob]:
+def sim_jobs_from_trace(
+    trace: pd.DataFrame, run_jobs: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[SimJob]:
     """Jobs replaying a recorded run: same arrivals, losses per iteration and costs.
 
+    ``run_jobs`` (run.json's ``jobs``) gives each job's block count, its core ceiling live.
     A job's work per iteration is its median task CPU time; its fixed overhead per iteration
     (Spark's job latency, the barrier) is the median of what its wall time exceeded
     ``cpu / cores``, so that replayed iterations take as long as the recorded ones.
@@ -136,7 +139,8 @@ def sim_jobs_from_trace(trace: pd.DataFrame) -> list[SimJob]:
             max_iter=len(losses),
             tol=0.0,
         )
-        out.append(SimJob(spec, losses, work, overhead))
+        blocks = (run_jobs or {}).get(str(job_id), {}).get("blocks")
+        out.append(SimJob(spec, losses, work, overhead, None if blocks is None else int(blocks)))
     return sorted(out, key=lambda j: (j.spec.arrival_s, j.spec.job_id))
 
 
@@ -170,7 +174,7 @@ def sim_jobs_from_pool(
         src = pool[int(p)]
         spec = replace(src.spec, job_id=f"s{i:0{width}d}", arrival_s=float(arrival))
         overhead = src.overhead_s if overhead_s is None else overhead_s
-        out.append(SimJob(spec, src.losses, src.work_s * work_scale, overhead))
+        out.append(SimJob(spec, src.losses, src.work_s * work_scale, overhead, src.max_cores))
     return out
 
 

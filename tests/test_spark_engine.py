@@ -18,12 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from slaq.policy import PolicyError, load_policy
+from slaq.policy import PolicyError, PolicyTraits, load_policy
 from slaq.spark.cluster import LocalSparkCluster
 from slaq.spark.engine import (
     TASK_LOG_FILE,
     EpochInfo,
-    LiveRun,
     LiveRunError,
     job_items,
     run_live,
@@ -96,64 +95,74 @@ def test_job_items_subsample_is_seeded_windows():
 
 class _TooGreedy:
     name = "too-greedy"
+    traits = PolicyTraits()
 
     def allocate(self, cluster, jobs):
         return {j.job_id: cluster.total_cores for j in jobs}
 
 
-def _offline_run(policy, cpu_budget=True):
-    """A LiveRun with prepared job states but no Spark, to exercise the scheduler step."""
+def _offline_driver(policy, cpu_budget=True):
+    """The live driver with prepared job states but no Spark, to exercise one decision."""
     from slaq.blocks import BlockSet
     from slaq.jobstate import JobState
+    from slaq.loop import DecisionStep
     from slaq.predict import RuntimeModel
     from slaq.spark.context import JobGate
-    from slaq.spark.engine import JobData, _Job
+    from slaq.spark.data import JobData
+    from slaq.spark.driver import LiveDriver, LiveJob
+    from slaq.spark.session import SparkSession
 
-    wl = tiny_workload()
-    run = LiveRun(
-        wl,
-        policy,
-        "spark://127.0.0.1:1",
-        8,
-        3.0,
-        0,
-        Path("/nonexistent"),
-        cpu_budget=cpu_budget,
-        physical_cores=2,
-    )
+    cond = threading.Condition()
     bs = BlockSet(Path("/nonexistent"), 48, 4800, 2, (100,) * 48)
     data = JobData("d", "multiclass", bs, 3)
-    jobs = []
-    for spec in wl.jobs:
+    jobs = {}
+    for spec in tiny_workload().jobs:
         state = JobState(spec, RuntimeModel())
         state.start(0.0)
-        gate = JobGate(cond=run._cond, budgeted=cpu_budget)
-        jobs.append(_Job(spec, state, gate, data, job_items(bs, None, (0, 0))))
-    return run, jobs
+        gate = JobGate(cond=cond, budgeted=cpu_budget)
+        jobs[spec.job_id] = LiveJob(spec, state, gate, data, job_items(bs, None, (0, 0)))
+    driver = LiveDriver(
+        jobs=jobs,
+        spark=SparkSession(sc=None, app_id="offline", ui_url=None, owned=False),
+        cond=cond,
+        epoch_s=3.0,
+        total_cores=8,
+        run_id="offline",
+        policy_name=policy.name,
+        trainer_factory=lambda *a: None,
+        physical_cores=2,
+    )
+    return DecisionStep(policy, "offline", 3.0), driver, list(jobs.values())
+
+
+def _decide(step, driver, jobs, now, epoch):
+    active = [j.state for j in jobs]
+    with driver.lock():
+        decision = step(active, 8, now, epoch)
+        driver.apply(decision, active, tick=True, now=now)
+    return decision
 
 
 def test_scheduler_step_publishes_cores_and_budgets():
-    run, jobs = _offline_run(load_policy("fair"))
-    allocations, decisions = [], []
-    with run._cond:
-        info = run._decide(jobs, 8, 0, True, 3.0, allocations, decisions)
-    assert sum(info.allocation.values()) == 8
+    step, driver, jobs = _offline_driver(load_policy("fair"))
+    decision = _decide(step, driver, jobs, 0.0, 0)
+    assert sum(decision.cores.values()) == 8
     assert [j.gate.cores for j in jobs] == [3, 3, 2]
     # budget = cores * epoch * physical / slots
     assert [j.gate.balance_s for j in jobs] == pytest.approx([2.25, 2.25, 1.5])
-    assert len(allocations) == 3 and all(math.isnan(r.predicted_gain) for r in allocations)
+    assert len(step.allocations) == 3
+    assert all(math.isnan(r.predicted_gain) for r in step.allocations)
     jobs[0].gate.balance_s = -1.0  # overspent: the debt carries into the next epoch
     jobs[1].gate.balance_s = 5.0  # unspent budget lapses
-    with run._cond:
-        run._decide(jobs, 8, 1, True, 6.0, allocations, decisions)
+    _decide(step, driver, jobs, 3.0, 1)
     assert [j.gate.balance_s for j in jobs] == pytest.approx([1.25, 2.25, 1.5])
-    assert len(decisions) == 2
+    assert len(step.decision_ms) == 2
 
 
 def test_invalid_allocation_names_the_policy():
-    run, jobs = _offline_run(_TooGreedy())
-    with pytest.raises(PolicyError, match="too-greedy"), run._cond:
-        run._decide(jobs, 8, 0, True, 3.0, [], [])
+    step, driver, jobs = _offline_driver(_TooGreedy())
+    with pytest.raises(PolicyError, match="too-greedy"):
+        _decide(step, driver, jobs, 0.0, 0)
 
 
 # --------------------------------------------------------------------------- live runs
@@ -398,3 +407,71 @@ def test_sigterm_to_slaq_run_leaves_no_jvm_and_no_output(tmp_path):
     assert not out.exists()
     assert leftovers(tmp_path) == []
     assert any("SIGTERM" in line for line in lines), "".join(lines[-20:])
+
+
+def active_sets(allocations: pd.DataFrame) -> list[frozenset[str]]:
+    """The sequence of distinct sets of jobs a run's decisions covered, in time order."""
+    out: list[frozenset[str]] = []
+    for _, rows in allocations.sort_values(["epoch", "job_id"]).groupby("epoch", sort=True):
+        current = frozenset(rows.job_id)
+        if not out or out[-1] != current:
+            out.append(current)
+    return out
+
+
+@pytest.mark.spark
+class TestOneLoopTwoDrivers:
+    """The simulator, fed the live run's measured iteration times, decides as the live run did."""
+
+    @pytest.mark.parametrize("policy_name", ["fair", "slaq"])
+    def test_replay_makes_the_same_decisions(self, spark_cluster, shared_sc, tmp_path, policy_name):
+        from slaq.sim import run_simulation, sim_jobs_from_trace
+
+        staggered = parse_workload(
+            {
+                "name": "staggered",
+                "jobs": [
+                    {**j, "arrival_s": 4.0 * i, "max_iter": 12, "tol": 0.0}
+                    for i, j in enumerate(TINY["jobs"])
+                ],
+            },
+            "<staggered>",
+        )
+        out = tmp_path / "live"
+        run_live(
+            staggered,
+            load_policy(policy_name),
+            master_url=spark_cluster.master_url,
+            total_cores=spark_cluster.total_cores,
+            epoch_s=1.0,
+            seed=3,
+            out_dir=out,
+            progress=False,
+            max_time_s=240,
+            spark_context=shared_sc,
+            n_blocks=16,
+        )
+        live_alloc = read_allocations(out)
+        meta = read_run(out)
+        jobs = sim_jobs_from_trace(read_trace(out), meta["jobs"])
+        sim = run_simulation(jobs, load_policy(policy_name), cores=meta["cores"], epoch_s=1.0)
+        sim_alloc = pd.DataFrame([a.__dict__ for a in sim.allocations])
+        # Same arrivals and job ends in the same order, hence the same decision points.
+        assert active_sets(sim_alloc) == active_sets(live_alloc)
+        if policy_name == "fair":
+            # Fair shares depend only on the active set: every distinct allocation matches.
+            def shares(frame):
+                seen = []
+                for _, rows in frame.sort_values(["epoch", "job_id"]).groupby("epoch"):
+                    alloc = tuple(zip(rows.job_id, rows.cores, strict=True))
+                    if not seen or seen[-1] != alloc:
+                        seen.append(alloc)
+                return seen
+
+            assert shares(sim_alloc) == shares(live_alloc)
+        # Each job lives about as long in the replay (timing noise of a shared machine).
+        for job_id, info in meta["jobs"].items():
+            live_life = info["finished_s"] - info["started_s"]
+            sim_state = sim.states[job_id]
+            sim_life = sim_state.finished_s - sim_state.started_s
+            assert sim_life == pytest.approx(live_life, rel=0.35, abs=2.0), job_id

@@ -39,6 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "cores_per_worker": args.cores_per_worker,
         "worker_memory": args.worker_memory,
         "epoch_s": args.epoch,
+        "replan": args.replan,
         "cpu_budget": not args.no_cpu_budget,
     }
 
@@ -59,6 +60,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             webui_url=cluster.webui_url,
             max_time_s=args.max_time,
             task_log=args.task_log,
+            replan_on_events=args.replan == "events",
             config=config,
         )
 
@@ -193,6 +195,12 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--cores-per-worker", type=int, default=4, help="local cluster: task slots")
     p.add_argument("--worker-memory", default="2g", help="worker and executor memory")
     p.add_argument("--epoch", type=float, default=3.0, help="scheduling epoch in seconds")
+    p.add_argument(
+        "--replan",
+        choices=["events", "ticks"],
+        default="events",
+        help="re-plan on arrivals and job ends as well as at epoch ticks, or only at ticks",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--data-dir", help="dataset cache; also keeps the data blocks across runs")

@@ -1,4 +1,6 @@
-"""Local Spark standalone cluster lifecycle, or attachment to an existing master (docs/design.md §7).
+"""Local Spark standalone cluster lifecycle, or attachment to an existing master.
+
+See docs/design.md §7.
 
 :class:`LocalSparkCluster` starts one master and ``W`` workers through PySpark's own
 ``bin/spark-class`` (the PyPI package has no ``sbin`` scripts), every one bound to 127.0.0.1 on
