@@ -22,7 +22,7 @@ from slaq.traces import (
     write_table_atomic,
     write_text_atomic,
 )
-from tests.test_datasets import _libsvm_data, _libsvm_entry, _registry, _Server
+from tests.test_downloads import _libsvm_data, _libsvm_entry, _registry, _Server
 
 
 @pytest.fixture
