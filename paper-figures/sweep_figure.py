@@ -1,8 +1,8 @@
 """(h) The load sweep: each policy's improvement over the baseline against offered load.
 
 Reads the report of ``slaq sweep report`` (sweep.json; its layout is documented in
-slaq/sweep.py): ``cells`` with mix, load, policy, label, n_seeds and, per metric, the mean
-and 95% confidence interval over seeds. Rows are curve mixes, columns the metrics.
+slaq/sweep.py): ``cells`` with mix, load, policy label and, per metric, the mean and 95%
+confidence interval over seeds. Rows are curve mixes, columns the metrics.
 """
 
 from __future__ import annotations
@@ -16,12 +16,21 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from plotting import band, existing, load_json, no_data, save
 
-# (column title, how to read the metric's {mean, ci_low, ci_high} from a cell)
+# (column title, metric in sweep.json). Each cell carries metrics {METRIC: STAT}, STAT =
+# {"mean", "ci_low", "ci_high", ...} over seeds, improvements as fractions.
 METRICS = (
-    ("(a) quality improvement", lambda c: c.get("quality_improvement")),
-    ("(b) total normalized loss reduction", lambda c: c.get("total_loss_reduction")),
-    ("(c) 90% delay reduction", lambda c: (c.get("delay_reduction") or {}).get("90")),
+    ("(a) quality improvement", "quality_improvement"),
+    ("(b) total normalized loss reduction", "total_loss_reduction"),
+    ("(c) 90% delay reduction", "delay_reduction_90"),
 )
+
+
+def _stat(cell: dict, metric: str) -> dict | None:
+    """A cell's STAT for a metric (also read from a nested delay_reduction {"90": STAT})."""
+    found = (cell.get("metrics") or {}).get(metric) or cell.get(metric)
+    if found is None and metric.startswith("delay_reduction_"):
+        found = (cell.get("delay_reduction") or {}).get(metric.rsplit("_", 1)[1])
+    return found if isinstance(found, dict) and found.get("mean") is not None else None
 
 
 def _frame(report: dict) -> pd.DataFrame:
@@ -32,19 +41,21 @@ def _frame(report: dict) -> pd.DataFrame:
         label = cell.get("label") or cell.get("policy")
         if label == baseline:
             continue
-        for title, read in METRICS:
-            stat = read(cell)
-            if not stat or stat.get("mean") is None:
+        for title, metric in METRICS:
+            stat = _stat(cell, metric)
+            if stat is None:
                 continue
+            mean = 100.0 * stat["mean"]
+            lo, hi = stat.get("ci_low"), stat.get("ci_high")
             rows.append(
                 {
                     "mix": cell["mix"],
                     "label": label,
                     "load": float(cell["load"]),
                     "metric": title,
-                    "mean": 100.0 * stat["mean"],
-                    "lo": 100.0 * stat.get("ci_low", stat["mean"]),
-                    "hi": 100.0 * stat.get("ci_high", stat["mean"]),
+                    "mean": mean,
+                    "lo": mean if lo is None else 100.0 * lo,
+                    "hi": mean if hi is None else 100.0 * hi,
                 }
             )
     return pd.DataFrame(rows)

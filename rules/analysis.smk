@@ -42,20 +42,23 @@ rule compare_sim:
 
 rule fidelity:
     input:
-        calibrate=lambda wc: live_runs(policies=[wc.policy], seeds=SEEDS[:1]),
-        predict=lambda wc: live_runs(policies=[wc.policy], seeds=SEEDS[1:]),
+        calibrate=live_runs(seeds=SEEDS[:1]),
+        predict=live_runs(seeds=SEEDS[1:]),
     output:
-        f"{R}/fidelity/{{policy}}.json",
+        f"{R}/fidelity.json",
     log:
-        f"{R}/logs/fidelity-{{policy}}.log",
+        f"{R}/logs/fidelity.log",
     benchmark:
-        f"{R}/benchmarks/fidelity-{{policy}}.tsv"
+        f"{R}/benchmarks/fidelity.tsv"
     conda:
         "../config/environment.yaml"
     threads: 1
+    params:
+        baseline=POLICIES[BASE]["spec"],
+    # Out of sample: calibrated on the first seed's runs, predicting the other seeds'.
     shell:
         "slaq fidelity --calibrate {input.calibrate} --predict {input.predict}"
-        " --out {output} > {log} 2>&1"
+        " --baseline {params.baseline:q} --out {output} > {log} 2>&1"
 
 
 rule sweep_report:
@@ -71,7 +74,7 @@ rule sweep_report:
         "../config/environment.yaml"
     threads: 1
     params:
-        baseline=BASE,
+        baseline=report_label(POLICIES[BASE]["spec"], POLICIES[BASE].get("args")),
     shell:
         "slaq sweep report --runs {input} --baseline {params.baseline:q}"
         " --out {output} > {log} 2>&1"

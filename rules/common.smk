@@ -49,6 +49,12 @@ def coerce(value, schema, root):
     kind = schema.get("type")
     if isinstance(value, str) and kind in _SCALARS:
         return _coerce_scalar(value, kind)
+    if isinstance(value, str) and "anyOf" in schema:
+        # e.g. work_scale: a number or 'auto'; the first scalar branch that parses wins.
+        for branch in schema["anyOf"]:
+            kind = _deref(branch, root).get("type")
+            if kind in _SCALARS and _coerce_scalar(value, kind) is not value:
+                return _coerce_scalar(value, kind)
     if isinstance(value, list):
         return [coerce(v, schema.get("items", {}), root) for v in value]
     if isinstance(value, dict):
@@ -199,13 +205,27 @@ def arg_flags(args):
 
 
 def variants():
-    """Sweep cell variants: every policy, plus the ablation's policy at each min_cores."""
+    """Sweep cell variants: every policy, plus the ablation's policy at each min_cores.
+
+    A min_cores value the policy already has is its own cell, not a second copy: the sweep
+    report labels cells by policy and arguments, and two runs under one label would collide.
+    """
     table = {label: (p["spec"], p.get("args") or {}) for label, p in POLICIES.items()}
     ablation = SWEEP["ablation"]
     spec, args = table[ablation["policy"]]
     for k in ablation["min_cores"]:
-        table[f"{ablation['policy']}-min_cores-{k}"] = (spec, {**args, "min_cores": k})
+        if args.get("min_cores") != k:
+            table[f"{ablation['policy']}-min_cores-{k}"] = (spec, {**args, "min_cores": k})
     return table
+
+
+def report_label(spec, args):
+    """The label `slaq sweep report` and `slaq fidelity` give a policy (slaq.sweep.policy_label:
+    the name, plus [k=v,...] when it has arguments); for a registered policy name == spec."""
+    if not args:
+        return spec
+    pairs = ",".join(f"{k}={args[k]}" for k in sorted(args))
+    return f"{spec}[{pairs}]"
 
 
 VARIANTS = variants()
@@ -283,7 +303,7 @@ def sim_metrics():
 
 
 def fidelity_files():
-    return expand(f"{R}/fidelity/{{policy}}.json", policy=POLICIES) if RUN_FIDELITY else []
+    return [f"{R}/fidelity.json"] if RUN_FIDELITY else []
 
 
 def sweep_report():

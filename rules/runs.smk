@@ -85,7 +85,9 @@ rule sweep_cell:
         spec=lambda wc: VARIANTS[wc.variant][0],
         args=lambda wc: arg_flags(VARIANTS[wc.variant][1]),
         fixed_cost=lambda wc, input: (
-            f"--fixed-cost-from {' '.join(input.fixed_cost)}" if input.fixed_cost else ""
+            f"--fixed-cost-from {' '.join(input.fixed_cost)}"
+            if input.fixed_cost
+            else f"--fixed-cost-s {SWEEP['fixed_cost_s']}"
         ),
         cores=SWEEP["cores"],
         n_jobs=SWEEP["n_jobs"],
