@@ -170,7 +170,7 @@ def test_pinned_download_is_used_offline_and_verified(toy, server, tmp_path, cap
     assert f"corrupt     download   {download}" in capsys.readouterr().out
     # Offline, the corrupt download is not used (no network is tried either).
     (cache / "toy" / "X.npy").unlink()
-    with pytest.raises(DatasetError, match="downloads are off"):
+    with pytest.raises(DatasetError, match=f"downloads are off \\({download} is corrupt: "):
         ds.load_dataset("toy", cache_dir=cache, registry=registry)
     assert server.hits["/toy.bz2"] == 1
 

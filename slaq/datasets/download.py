@@ -49,12 +49,19 @@ def pinned_hash(source: Source, lock: Lock) -> tuple[str | None, str]:
     return (f"sha256:{locked}" if locked else None), f"lock file {lock.path}"
 
 
-def verified_download(source: Source, download_dir: Path, lock: Lock) -> bool:
-    """True if ``downloads/`` holds this source's file and it matches its pinned hash."""
+def download_problem(source: Source, download_dir: Path, lock: Lock) -> str | None:
+    """None if ``downloads/`` holds this source's file matching its pinned hash, else why not."""
     fname, _ = download_names(source)
     path = download_dir / fname
-    known, _ = pinned_hash(source, lock)
-    return known is not None and path.is_file() and file_hash(path, known) == known
+    if not path.is_file():
+        return f"no copy in {download_dir}"
+    known, pinned_by = pinned_hash(source, lock)
+    if known is None:
+        return f"{path} was never validated"
+    actual = file_hash(path, known)
+    if actual != known:
+        return f"{path} is corrupt: {actual}, the {pinned_by} pins {known}"
+    return None
 
 
 def _discard(download_dir: Path, source: Source) -> None:

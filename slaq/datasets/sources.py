@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from slaq.datasets.download import RETRIES, fetch_url, verified_download
+from slaq.datasets.download import RETRIES, download_problem, fetch_url
 from slaq.datasets.lock import Lock
 from slaq.datasets.raw import RawFile, compression_of, mismatch, sha256_file
 from slaq.datasets.registry import DatasetError, DatasetInfo, FileSpec, Source
@@ -121,13 +121,11 @@ def acquire(
     failures: list[str] = []
     errors: list[DatasetError] = []
     for source in spec.sources:
-        if (
-            source.kind == "url"
-            and not allow_download
-            and not verified_download(source, download_dir, lock)
-        ):
-            failures.append(f"{source}: not tried, downloads are off")
-            continue
+        if source.kind == "url" and not allow_download:
+            problem = download_problem(source, download_dir, lock)
+            if problem is not None:
+                failures.append(f"{source}: not tried, downloads are off ({problem})")
+                continue
         try:
             return _try_source(info, spec, source, download_dir, lock, retries, keep_bytes)
         except DatasetError as exc:
