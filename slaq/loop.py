@@ -25,9 +25,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from slaq.fitbatch import fit_loss_models
 from slaq.jobstate import FAILED, FINISHED, JobState
 from slaq.policy import ClusterView, Decision, Policy, PolicyError, validate_decision
-from slaq.predict import LossModel, fit_loss_model, refit_due
+from slaq.predict import LossModel, refit_due
 from slaq.traces import AllocationRow, environment_versions
 
 # Arrival and tick comparisons tolerate float noise of the virtual clock.
@@ -39,7 +40,8 @@ class ModelBook:
 
     Owned by the loop, not by the policy (policies stay pure) nor by the job's history: a
     curve fit is refreshed on :func:`slaq.predict.refit_due`'s schedule and re-anchored at the
-    latest loss in between, and all due fits of one decision run as one batch.
+    latest loss in between, and all due fits of one decision run as one vectorized batch
+    (:func:`slaq.fitbatch.fit_loss_models`, warm-started from each job's previous fit).
     """
 
     def __init__(self, predictor: str | None) -> None:
@@ -60,12 +62,13 @@ class ModelBook:
                 self._models[state.job_id] = model.rebase(n, state.history.last)
             else:
                 due.append(state)
-        for state, model in zip(due, self._fit([s.frozen_losses() for s in due]), strict=True):
-            self._models[state.job_id] = model
+        if due:
+            histories = [s.frozen_losses() for s in due]
+            warm = [self._models.get(s.job_id) for s in due]
+            fitted = fit_loss_models(histories, self.predictor, warm=warm)
+            for state, model in zip(due, fitted, strict=True):
+                self._models[state.job_id] = model
         return [self._models[s.job_id] for s in states]
-
-    def _fit(self, histories: list[np.ndarray]) -> list[LossModel]:
-        return [fit_loss_model(h, self.predictor) for h in histories]
 
 
 @dataclass

@@ -143,11 +143,16 @@ def prepare_dataset(name: str, dataset: Any, root: Path, n_blocks: int, seed: in
     try:
         blockset = open_blockset(directory)
         log.info("reusing blocks of %s in %s", name, directory)
-    except BlockSetError:
+    except BlockSetError as exc:
+        # A damaged reusable block set is rebuilt from the (verified) dataset, not trusted.
+        corrupt = directory.exists()
+        if corrupt:
+            log.warning("rebuilding the blocks of %s: %s", name, exc)
         perm = np.random.default_rng(seed).permutation(n_rows)
         log.info("writing %s (%d x %d) as %d blocks to %s", name, n_rows, X.shape[1], nb, directory)
+        labels_perm = None if y is None else labels[perm]
         try:
-            blockset = write_blocks(X[perm], None if y is None else labels[perm], directory, nb)
+            blockset = write_blocks(X[perm], labels_perm, directory, nb, overwrite=corrupt)
         except FileExistsError:  # a concurrent run wrote the same block set first
             blockset = open_blockset(directory)
     return JobData(dataset=name, task=task, blockset=blockset, n_classes=n_classes)
