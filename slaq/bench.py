@@ -1,7 +1,13 @@
-"""Benchmarks of the scheduler itself: decision time and loss-prediction error."""
+"""Benchmarks of the scheduler itself: decision time, whole epochs and loss-prediction error.
+
+``slaq bench overhead`` times the allocation step alone; ``slaq bench epoch``
+(:mod:`slaq.bench_epoch`) a whole epoch, refits included; ``slaq bench prediction``
+(:mod:`slaq.bench_prediction`) the prediction error on curves the fitter was not written for.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from collections.abc import Sequence
@@ -10,25 +16,39 @@ from typing import Any
 
 import numpy as np
 
-from slaq.policy import ClusterView, JobView
-from slaq.predict import RuntimeModel
-from slaq.quality import LossHistory
+from slaq.bench_epoch import check_sizes, epoch_benchmark
+from slaq.bench_prediction import prediction_benchmark
+from slaq.fitbatch import fit_loss_models
+from slaq.policy import ClusterView, JobView, RuntimeFit, frozen_array
 from slaq.scheduler import SlaqPolicy
-from slaq.sim import synthetic_curve
 
 log = logging.getLogger(__name__)
 
 
-def synthetic_views(n_jobs: int, seed: int, history: int = 20) -> list[JobView]:
+def synthetic_views(
+    n_jobs: int, seed: int, history: int = 20, predictor: str = "geometric"
+) -> list[JobView]:
     """Jobs with 1/k-like loss histories of random scale, as in the prototype's benchmark."""
     rng = np.random.default_rng(seed)
-    views = []
-    for i in range(n_jobs):
-        k = np.arange(1, history + 1, dtype=float)
+    k = np.arange(1, history + 1, dtype=float)
+    histories, runtimes = [], []
+    for _ in range(n_jobs):
         losses = rng.uniform(0.5, 2.0) / (k * rng.uniform(0.2, 1.0) + 1.0) + rng.uniform(0, 0.3)
-        runtime = RuntimeModel(prior_work_s=float(rng.uniform(0.5, 4.0)))
-        views.append(JobView(f"j{i}", 0.0, "synthetic", LossHistory(losses), runtime))
-    return views
+        histories.append(frozen_array(losses))
+        runtimes.append(RuntimeFit(float(rng.uniform(0.5, 4.0)), 0.05))
+    models = fit_loss_models(histories, predictor)
+    return [
+        JobView(
+            job_id=f"j{i}",
+            arrival_s=0.0,
+            algorithm="synthetic",
+            losses=h,
+            runtime=runtimes[i],
+            loss_model=models[i],
+            max_drop=float(max(np.max(h[:-1] - h[1:]), 0.0)),
+        )
+        for i, h in enumerate(histories)
+    ]
 
 
 def overhead(
@@ -43,18 +63,17 @@ def overhead(
 ) -> dict[str, Any]:
     """Decision time of SLAQ's allocation step, fast and heap side by side in one run.
 
-    Loss models are fitted once before timing (live and in simulation they are refitted when a
-    loss arrives, not at decision time); the time to fit them is reported separately. Heap runs
+    Loss models are fitted once (batched) before timing, as the decision loop hands them to the
+    policy; ``slaq bench epoch`` times the refits too. Heap runs
     whose jobs x cores exceed ``heap_limit`` are skipped. ``min_cores`` defaults to 0 so that
     every core goes through the greedy step (with the prototype's floor of 3, 4,000 jobs would
     exhaust 4,096 cores before the greedy step starts).
     """
+    check_sizes(jobs=jobs, cores=cores, repeat=repeat)
     results = []
     for n in jobs:
-        views = synthetic_views(n, seed)
         t0 = time.perf_counter()
-        for v in views:
-            v.loss_model(predictor)
+        views = synthetic_views(n, seed, predictor=predictor)
         fit_ms = (time.perf_counter() - t0) * 1e3
         for c in cores:
             cluster = ClusterView(total_cores=c, epoch_s=3.0, now_s=0.0)
@@ -67,7 +86,7 @@ def overhead(
                 times = []
                 for _ in range(repeat):
                     t = time.perf_counter()
-                    allocs[impl] = policy.allocate(cluster, views)
+                    allocs[impl] = dict(policy.allocate(cluster, views).cores)
                     times.append((time.perf_counter() - t) * 1e3)
                 row[f"{impl}_p50_ms"] = float(np.percentile(times, 50))
                 row[f"{impl}_p99_ms"] = float(np.percentile(times, 99))
@@ -79,45 +98,30 @@ def overhead(
     return {"predictor": predictor, "repeat": repeat, "min_cores": min_cores, "results": results}
 
 
-def prediction(
-    families: Sequence[str] = ("sublinear", "exponential", "noisy", "plateau"),
-    jobs_per_family: int = 10,
-    length: int = 60,
-    horizons: Sequence[int] = (1, 5, 10, 20),
-    seed: int = 0,
-    traces: Sequence[Path] = (),
-) -> dict[str, Any]:
-    """Loss-prediction error k iterations ahead, per predictor.
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``slaq bench`` sub-command: validate, run the chosen benchmark, return its JSON."""
+    check_sizes(repeat=args.repeat)
+    if args.kind == "overhead":
+        return overhead(
+            args.jobs, args.cores, args.repeat, args.predictor, min_cores=args.min_cores
+        )
+    if args.kind == "epoch":
+        return epoch_benchmark(
+            args.jobs,
+            args.cores,
+            repeat=args.repeat,
+            seed=args.seed,
+            reference_jobs=args.reference_jobs,
+        )
+    return prediction_benchmark(
+        seed=args.seed,
+        traces=[*_live_runs(Path(args.live_root)), *[Path(t) for t in args.trace]],
+        library=Path(args.library) if args.library else None,
+    )
 
-    Scored on the synthetic families and, per algorithm, on the loss curves of recorded runs.
-    """
-    from slaq.metrics import prediction_errors
-    from slaq.traces import read_trace
 
-    groups: dict[str, dict[str, np.ndarray]] = {}
-    for fi, family in enumerate(families):
-        groups[family] = {
-            f"{family}-{i}": synthetic_curve({"family": family}, length, seed * 7919 + fi * 101 + i)
-            for i in range(jobs_per_family)
-        }
-    for path in traces:
-        trace = read_trace(Path(path)).sort_values(["job_id", "iteration"])
-        for (algorithm, job_id), rows in trace.groupby(["algorithm", "job_id"]):
-            groups.setdefault(f"live {algorithm}", {})[f"{path}:{job_id}"] = rows["loss"].to_numpy(
-                float
-            )
-    out: dict[str, Any] = {"horizons": list(horizons), "families": {}}
-    for family, curves in groups.items():
-        errors = prediction_errors(curves, horizons=horizons, stride=3)
-        if errors.empty:
-            continue
-        table = errors.groupby(["predictor", "horizon"])["rel_error"].agg(["median", "mean"])
-        # Short recorded curves have no point far enough ahead for the longest horizons.
-        families: dict[str, dict[str, Any]] = {}
-        for (pred, h), row in table.iterrows():
-            families.setdefault(pred, {})[str(h)] = {
-                "median": float(row["median"]),
-                "mean": float(row["mean"]),
-            }
-        out["families"][family] = families
-    return out
+def _live_runs(root: Path) -> list[Path]:
+    """Run directories under ``root`` that hold a trace (none if ``root`` does not exist)."""
+    runs = sorted(p.parent for p in root.glob("*/trace.parquet"))
+    log.info("%d recorded live runs under %s", len(runs), root)
+    return runs

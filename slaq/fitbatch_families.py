@@ -22,8 +22,12 @@ _CANDIDATES = 3
 # Decay per window (rho = r * h): from nearly linear to a drop of e^-100 across the window.
 _EXP_GRID = np.geomspace(1e-3, 100.0, 33)
 _RHO_MAX = 700.0  # e^rho must stay finite on the window
-_C_MIN = 1e-12
-_GOLDEN_STEPS = 16  # the reference's lower bound on c (relative to the loss span here)
+_RHO_MIN = 1e-10  # r > 0, as the reference requires
+_C_MIN = 1e-12  # the reference's lower bound on c
+_GOLDEN_STEPS = 16
+# The linearized fit weighs (z + e)^_LIN_POWER: 2 as the reference (polyfit weights sw * gap);
+# 4 would approximate least squares in z.
+_LIN_POWER = 2
 
 
 @dataclass(frozen=True)
@@ -119,12 +123,12 @@ def _sub_linear(mom: np.ndarray, e: np.ndarray, win: Window) -> np.ndarray:
     """Linearized sublinear fit ``(ga, be, al)`` per row for floors ``d = -e`` (shape (J,))."""
 
     def expand(power: int, cols: int) -> np.ndarray:
-        terms = (
-            comb(power, q) * e[:, None] ** (power - q) * mom[q, :, :cols] for q in range(power + 1)
-        )
-        return sum(terms)
+        out = mom[power, :, :cols].copy()
+        for q in range(power):
+            out += comb(power, q) * e[:, None] ** (power - q) * mom[q, :, :cols]
+        return out
 
-    a4, rhs = expand(4, 5), expand(3, 3)
+    a4, rhs = expand(_LIN_POWER, 5), expand(_LIN_POWER - 1, 3)
     hank = np.empty((e.size, 3, 3))
     for i in range(3):
         for j in range(3):
@@ -154,34 +158,40 @@ def _golden(f, lo: np.ndarray, hi: np.ndarray, steps: int) -> np.ndarray:
 
 
 class Sublinear:
-    """``1 / (al v^2 + be v + ga) + d`` in window units; public ``1/(a k^2 + b k + c) + d``."""
+    """``1 / (A u^2 + B u + C) + d``, ``u = k / h``, in z units; public ``1/(a k^2 + b k + c) + d``.
+
+    Parameters are ``(A, B, C, d) = (a h^2, b h, c, d)`` (times the span), so the reference's
+    constraints ``a, b >= 0, c > 0`` are plain bounds. Curves are evaluated in the window
+    abscissa ``v = (K - k) / h`` as ``al v^2 + be v + ga``, which is well conditioned.
+    """
 
     size = 4
-    bounds = ((0, 0.0),)  # al = a h^2 >= 0; the bounds on b and c couple parameters
+    bounds = ((0, 0.0), (1, 0.0), (2, _C_MIN))
 
     @staticmethod
-    def abc(p: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(a, b, c)`` in z units from ``(al, be, ga, ...)`` along the last axis."""
-        # k = K - h v, so a k^2 + b k + c = al v^2 + be v + ga with the relations below.
-        k, h = win.k_last, win.h
-        a = p[..., 0] / (h * h)
-        b = -p[..., 1] / h - 2.0 * a * k
-        return a, b, p[..., 2] - a * k * k - b * k
+    def window_poly(p: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(al, be, ga)`` of ``Q`` as a polynomial in v, from ``(A, B, C, ...)``."""
+        kappa = win.k_last / win.h  # u = kappa - v
+        a, b, c = p[..., 0], p[..., 1], p[..., 2]
+        return a, -(2.0 * kappa * a + b), (kappa * a + b) * kappa + c
 
     @staticmethod
-    def _from_abc(a, b, c, d, win: Window) -> np.ndarray:
-        k, h = win.k_last, win.h
-        return np.column_stack([a * h * h, -h * (2.0 * a * k + b), a * k * k + b * k + c, d])
+    def from_window_poly(al, be, ga, d, win: Window) -> np.ndarray:
+        """``(A, B, C, d)`` from the window polynomial and floor."""
+        kappa = win.k_last / win.h
+        b = -be - 2.0 * kappa * al
+        return np.stack([al, b, ga - (kappa * al + b) * kappa, d], axis=-1)
 
     def project(self, p: np.ndarray, win: Window) -> np.ndarray:
         """Clip to ``a, b >= 0, c > 0`` (the reference's constraints), so ``Q > 0`` for k > 0."""
-        a, b, c = self.abc(p, win)
-        return self._from_abc(
-            np.maximum(a, 0), np.maximum(b, 0), np.maximum(c, _C_MIN), p[:, 3], win
-        )
+        out = p.copy()
+        for i, lower in self.bounds:
+            out[:, i] = np.maximum(out[:, i], lower)
+        return out
 
     def _inverse_q(self, p: np.ndarray, win: Window) -> np.ndarray:
-        q = (p[:, 0:1] * win.v + p[:, 1:2]) * win.v + p[:, 2:3]
+        al, be, ga = self.window_poly(p, win)
+        q = (al[:, None] * win.v + be[:, None]) * win.v + ga[:, None]
         # Padded columns may lie at k <= 0 where Q can vanish; their weight is 0 anyway.
         return 1.0 / np.where(win.mask, q, 1.0)
 
@@ -193,20 +203,30 @@ class Sublinear:
         return np.where(np.isfinite(out), out, np.inf)
 
     def normal(self, p: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Gauss-Newton matrix and gradient; derivatives are ``-v^s / Q^2`` and 1."""
+        """Gauss-Newton matrix and gradient in ``(A, B, C, d)``.
+
+        Derivatives in the window polynomial are ``-v^s / Q^2`` (moments by one matrix
+        product); the chain rule ``d/dA = d/dal - 2 kappa d/dbe + kappa^2 d/dga``,
+        ``d/dB = -d/dbe + kappa d/dga``, ``d/dC = d/dga`` maps them to the parameters.
+        """
         iq = self._inverse_q(p, win)
         iq2 = iq * iq
         wq2 = win.w * iq2
         wr = win.w * (iq + (p[:, 3:4] - win.z))
         vp = win.vpow
         m4, m2, r2 = (wq2 * iq2) @ vp, wq2 @ vp[:, :3], (wr * iq2) @ vp[:, :3]
+        inner = [[m4[:, 4 - i - j] for j in range(3)] + [-m2[:, 2 - i]] for i in range(3)]
+        inner.append([-m2[:, 2], -m2[:, 1], -m2[:, 0], win.w.sum(axis=1)])
+        grad_in = [-r2[:, 2], -r2[:, 1], -r2[:, 0], wr.sum(axis=1)]
+        k = win.k_last / win.h
+        chain = [[(0, 1.0), (1, -2.0 * k), (2, k * k)], [(1, -1.0), (2, k)], [(2, 1.0)], [(3, 1.0)]]
         hess = np.empty((p.shape[0], 4, 4))
-        for i in range(3):
-            for j in range(3):
-                hess[:, i, j] = m4[:, 4 - i - j]
-            hess[:, i, 3] = hess[:, 3, i] = -m2[:, 2 - i]
-        hess[:, 3, 3] = win.w.sum(axis=1)
-        grad = np.column_stack([-r2[:, 2], -r2[:, 1], -r2[:, 0], wr.sum(axis=1)])
+        for x in range(4):
+            for y in range(x, 4):
+                hess[:, x, y] = hess[:, y, x] = sum(
+                    ci * cj * inner[i][j] for i, ci in chain[x] for j, cj in chain[y]
+                )
+        grad = np.column_stack([sum(c * grad_in[i] for i, c in chain[x]) for x in range(4)])
         return hess, grad
 
     def grid_start(self, win: Window) -> np.ndarray:
@@ -221,41 +241,51 @@ class Sublinear:
         """
         mom = np.stack([win.w * win.z**q for q in range(5)]) @ win.vpow  # sum w z^q v^s
         s_grid = np.log(_SUB_GRID)
-
-        def start(s: np.ndarray) -> np.ndarray:
-            theta = _sub_linear(mom, np.exp(s), win)
-            return self.project(np.column_stack([*theta.T[::-1], -np.exp(s)]), win)
-
-        def error(s: np.ndarray) -> np.ndarray:
-            return np.stack([self.sse(start(row), win) for row in np.atleast_2d(s)])
-
         n = win.z.shape[0]
-        scores = error(np.repeat(s_grid[:, None], n, axis=1))  # (G, J)
+
+        def tile(copies: int) -> tuple[np.ndarray, Window]:
+            rows = np.tile(np.arange(n), copies)
+            return rows, win.take(rows)
+
+        def start(s: np.ndarray, rows: np.ndarray, tiled: Window) -> np.ndarray:
+            # One call for every (candidate, job) pair: few large numpy calls, not many small.
+            e = np.exp(s.ravel())
+            theta = _sub_linear(mom[:, rows], e, tiled)  # (ga, be, al)
+            p = self.from_window_poly(theta[:, 2], theta[:, 1], theta[:, 0], -e, tiled)
+            return self.project(p, tiled)
+
+        rows, tiled = tile(s_grid.size)
+        grid = np.repeat(s_grid[:, None], n, axis=1)
+        scores = self.sse(start(grid, rows, tiled), tiled).reshape(grid.shape)  # (G, J)
         pad = np.full((1, n), np.inf)
         ext = np.concatenate([pad, scores, pad])
         local = (scores <= ext[:-2]) & (scores <= ext[2:])
         order = np.argsort(np.where(local, scores, np.inf), axis=0)[:_CANDIDATES]
         lo, hi = s_grid[np.maximum(order - 1, 0)], s_grid[np.minimum(order + 1, s_grid.size - 1)]
+        rows, tiled = tile(order.shape[0])
+
+        def error(s: np.ndarray) -> np.ndarray:
+            return self.sse(start(s, rows, tiled), tiled).reshape(s.shape)
+
         s_best = _golden(error, lo, hi, _GOLDEN_STEPS)
-        return np.stack([start(row) for row in s_best])
+        return start(s_best, rows, tiled).reshape(*s_best.shape, 4)
 
     def to_public(self, p: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray]:
         """``(a, b, c, d)`` of the loss itself, and whether they are usable."""
-        a, b, c = self.abc(p, win)
-        s = win.span
-        out = np.column_stack([a / s, b / s, c / s, win.ymin + s * p[:, 3]])
+        s, h = win.span, win.h
+        out = np.column_stack([p[:, 0] / (h * h * s), p[:, 1] / (h * s), p[:, 2] / s])
+        out = np.column_stack([out, win.ymin + s * p[:, 3]])
         ok = np.isfinite(out).all(axis=1) & (out[:, 0] >= 0) & (out[:, 1] >= 0) & (out[:, 2] > 0)
         return out, ok
 
     def from_models(
         self, warm: list[LossModel | None], win: Window
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Window parameters from warm public ones (NaN rows where none)."""
+        """Parameters from warm public ones (NaN rows where none)."""
         pub = _warm_params(warm, "sublinear", 4)
-        s = win.span
-        p = self._from_abc(
-            pub[:, 0] * s, pub[:, 1] * s, pub[:, 2] * s, (pub[:, 3] - win.ymin) / s, win
-        )
+        s, h = win.span[:, None], win.h
+        p = np.column_stack([pub[:, :3] * s * np.array([h * h, h, 1.0]), pub[:, 3]])
+        p[:, 3] = (pub[:, 3] - win.ymin) / win.span
         return p, np.isfinite(p).all(axis=1)
 
 
@@ -263,11 +293,11 @@ class Exponential:
     """``B e^(rho v) + c`` in window units; public ``A e^(-r k) + c``."""
 
     size = 3
-    bounds = ((0, 1e-300),)
+    bounds = ((0, 1e-300), (1, _RHO_MIN))
 
     def project(self, p: np.ndarray, win: Window) -> np.ndarray:
         """``A > 0`` and ``r > 0`` as in the reference; bounded so that ``e^rho`` is finite."""
-        rho = np.clip(p[:, 1], 1e-12 * win.h, _RHO_MAX)
+        rho = np.clip(p[:, 1], _RHO_MIN, _RHO_MAX)
         return np.column_stack([np.maximum(p[:, 0], 1e-300), rho, p[:, 2]])
 
     @staticmethod
