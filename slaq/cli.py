@@ -228,7 +228,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             min_cores=args.min_cores,
         )
     else:
-        result = bench.prediction(seed=args.seed, traces=[Path(t) for t in args.trace])
+        result = bench.run(args)  # epoch, prediction: validated in slaq.bench
     write_json_atomic(result, Path(args.out))
     log.info("wrote %s", args.out)
     return 0
@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("bench", help="scheduler benchmarks")
-    p.add_argument("kind", choices=["overhead", "prediction"])
+    p.add_argument("kind", choices=["overhead", "epoch", "prediction"])
     p.add_argument("--jobs", type=_int_list, default=[100, 1000, 4000])
     p.add_argument("--cores", type=_int_list, default=[1024, 4096, 16384])
     p.add_argument("--repeat", type=int, default=5)
@@ -339,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="prediction: also score recorded runs' loss curves, per algorithm",
     )
+    p.add_argument("--library", help="prediction: curve library parquet (template_id, loss)")
+    p.add_argument("--live-root", default="results/live", help="prediction: live run dirs")
+    p.add_argument("--reference-jobs", type=int, default=100, help="epoch: jobs fitted by scipy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_bench)
