@@ -16,7 +16,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
@@ -33,6 +32,7 @@ from slaq.metrics import summarize
 from slaq.policy import load_policy
 from slaq.robust import MECHANISMS
 from slaq.sim import run_simulation, sim_jobs_from_workload
+from slaq.traces import write_json_atomic
 from slaq.workload import Workload, poisson_workload
 
 log = logging.getLogger("robustness")
@@ -242,8 +242,7 @@ def _init_worker() -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the robustness experiment and write its JSON."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/robustness.json"))
     parser.add_argument("--seeds", type=int, default=3, help="seeds per mix and load")
@@ -258,7 +257,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="CI size: 30 jobs, 1 seed, smooth and both mixes, no curve fits, no ablation",
     )
     parser.add_argument("--processes", type=int, default=2, help="worker processes (max 2)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run_cells(tasks: list[dict[str, Any]], processes: int) -> list[dict[str, Any]]:
+    """Every cell's records, on up to two spawned worker processes."""
+    if processes == 1:
+        results = [run_cell(t) for t in tasks]
+    else:
+        with get_context("spawn").Pool(processes, initializer=_init_worker) as pool:
+            results = pool.map(run_cell, tasks, chunksize=1)
+    return [r for cell in results for r in cell]
+
+
+def _config(args: argparse.Namespace, policies: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cores": CORES,
+        "epoch_s": EPOCH_S,
+        "jobs": args.jobs,
+        "seeds": args.seeds,
+        "max_iter": MAX_ITER,
+        "work_s": list(WORK_S),
+        "noise": NOISE,
+        "mixes": {m: MIXES[m] for m in args.mixes},
+        "loads": {
+            name: {"rho": LOADS[name], "mean_interarrival_s": interarrival_s(LOADS[name])}
+            for name in args.loads
+        },
+        "policies": {k: {"policy": v[0], "params": v[1]} for k, v in policies.items()},
+        "baseline": BASELINE,
+        "targets": list(TARGETS),
+        "quick": bool(args.quick),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the robustness experiment and write its JSON."""
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if args.quick:
         args.jobs, args.seeds, args.mixes = 30, 1, ["smooth", "both"]
@@ -277,39 +312,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     processes = max(1, min(args.processes, 2, len(tasks), os.cpu_count() or 1))
     log.info("%d workloads x %d policies on %d processes", len(tasks), len(policies), processes)
     started = time.perf_counter()
-    if processes == 1:
-        results = [run_cell(t) for t in tasks]
-    else:
-        with get_context("spawn").Pool(processes, initializer=_init_worker) as pool:
-            results = pool.map(run_cell, tasks, chunksize=1)
-    records = [r for cell in results for r in cell]
+    records = _run_cells(tasks, processes)
     out = {
-        "config": {
-            "cores": CORES,
-            "epoch_s": EPOCH_S,
-            "jobs": args.jobs,
-            "seeds": args.seeds,
-            "max_iter": MAX_ITER,
-            "work_s": list(WORK_S),
-            "noise": NOISE,
-            "mixes": {m: MIXES[m] for m in args.mixes},
-            "loads": {
-                name: {"rho": LOADS[name], "mean_interarrival_s": interarrival_s(LOADS[name])}
-                for name in args.loads
-            },
-            "policies": {k: {"policy": v[0], "params": v[1]} for k, v in policies.items()},
-            "baseline": BASELINE,
-            "targets": list(TARGETS),
-            "quick": bool(args.quick),
-        },
+        "config": _config(args, policies),
         "records": records,
         **aggregate(records),
         "wall_s": time.perf_counter() - started,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(args.out)
+    write_json_atomic(out, args.out)
     log.info("wrote %s in %.0f s", args.out, out["wall_s"])
     return 0
 
