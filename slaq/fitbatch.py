@@ -27,21 +27,26 @@ from slaq.predict import FIT_WINDOW, MIN_POINTS_CURVEFIT, MIN_WEIGHT, PREDICTORS
 
 # Levenberg-Marquardt stops a job once an accepted step improves its error by less than this
 # fraction; the reference's MINPACK defaults (ftol 1.5e-8) stop at a similar point.
-REL_TOL = 1e-9
+REL_TOL = 1e-7
 # A row fitted this closely (z is in [0, 1], so RMS ~1e-8 of the span) has nothing left that
 # would change a prediction; ill-conditioned exact fits otherwise crawl for many iterations.
 SSE_FLOOR = 1e-16
-COLD_ITERATIONS = 60
+COLD_ITERATIONS = 40
 KEEP_RATIO = 10.0
-WARM_ITERATIONS = 25
+WARM_ITERATIONS = 10
+DAMPING = 1e-3  # initial Marquardt damping (relative to the diagonal)
 _PROBE = np.array([1.0, 10.0, 100.0])
 
 
 @dataclass(frozen=True)
 class FittedLossModel(LossModel):
-    """A :class:`LossModel` that also keeps the losing family's fit, to warm-start it next time."""
+    """A :class:`LossModel` that also keeps both families' fits, to warm-start them next time.
 
-    alternate: tuple[str, tuple[float, ...]] | None = None
+    ``both`` is ``(a, b, c, d, A, r, c)``: the sublinear then the exponential public
+    parameters, NaN for a family without a usable fit. Policies never need it.
+    """
+
+    both: tuple[float, ...] = (math.nan,) * 7
 
 
 def fit_loss_models(
@@ -54,21 +59,50 @@ def fit_loss_models(
         raise ValueError(f"unknown loss predictor {predictor!r}; known: {', '.join(PREDICTORS)}")
     if warm is not None and len(warm) != len(histories):
         raise ValueError(f"warm has {len(warm)} models for {len(histories)} histories")
-    arrays = [np.asarray(h, dtype=float).ravel() for h in histories]
-    models = geometric_models(arrays)
-    if predictor == "geometric" or not arrays:
-        return models
-    lengths = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
+    arrays = [
+        h if type(h) is np.ndarray and h.dtype == np.float64 and h.ndim == 1 else _as_1d(h)
+        for h in histories
+    ]
+    models: list[LossModel | None] = [None] * len(arrays)
+    lengths = np.array([a.size for a in arrays], dtype=np.int64)
     rows = np.flatnonzero(lengths >= MIN_POINTS_CURVEFIT)
-    if rows.size == 0:
-        return models
-    win = _window(arrays, lengths, rows)
-    fits = {
-        family: _fit_family(ops, win, [None if warm is None else warm[i] for i in win.rows])
-        for family, ops in FAMILY_OPS.items()
-    }
-    _choose(models, win, fits)
-    return models
+    if predictor == "curvefit" and rows.size:
+        win = _window(arrays, lengths, rows)
+        starts = public_params(warm, win.rows)
+        fits = {family: _fit_family(ops, win, starts[family]) for family, ops in FAMILY_OPS.items()}
+        _choose(models, win, fits)
+    # The geometric rule: the predictor itself, or the fallback where no curve fit is usable.
+    rest = [i for i, m in enumerate(models) if m is None]
+    for i, model in zip(rest, geometric_models([arrays[i] for i in rest]), strict=True):
+        models[i] = model
+    return models  # type: ignore[return-value]
+
+
+def _as_1d(values) -> np.ndarray:
+    return np.asarray(values, dtype=float).ravel()
+
+
+def public_params(
+    warm: Sequence[LossModel | None] | None, rows: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Each family's public parameters in the warm models of ``rows`` (NaN where none).
+
+    A :class:`FittedLossModel` carries both families' fits, so both start warm; any other
+    model warms only its own family.
+    """
+    nan7 = (math.nan,) * 7
+    table = np.full((rows.size, 7), np.nan)
+    if warm is not None:
+        models = [warm[i] for i in rows.tolist()]
+        # One comprehension and one array: per-model Python work dominates at 4,000 jobs.
+        table[:] = [getattr(m, "both", nan7) for m in models]
+        for j, m in enumerate(models):
+            if m is not None and not isinstance(m, FittedLossModel):
+                if m.family == "sublinear" and len(m.params) == 4:
+                    table[j, :4] = m.params
+                elif m.family == "exponential" and len(m.params) == 3:
+                    table[j, 4:] = m.params
+    return {"sublinear": table[:, :4], "exponential": table[:, 4:]}
 
 
 def _window(arrays: list[np.ndarray], lengths: np.ndarray, rows: np.ndarray) -> Window:
@@ -103,7 +137,7 @@ def _window(arrays: list[np.ndarray], lengths: np.ndarray, rows: np.ndarray) -> 
     )
 
 
-def _fit_family(ops, win: Window, warm: list[LossModel | None]) -> tuple[np.ndarray, np.ndarray]:
+def _fit_family(ops, win: Window, warm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fitted parameters and weighted SSE (in z units) of one family for every row.
 
     Rows with a warm model of this family start from it alone; the others from the family's
@@ -111,7 +145,7 @@ def _fit_family(ops, win: Window, warm: list[LossModel | None]) -> tuple[np.ndar
     does, was tried: it made predictions worse, warm-started ones most.)
     """
     n = win.z.shape[0]
-    guess, has_warm = ops.from_models(warm, win)
+    guess, has_warm = ops.from_public(warm, win)
     start, start_sse = np.zeros((n, ops.size)), np.full(n, np.inf)
     params, sse = start.copy(), start_sse.copy()
     warm_rows = np.flatnonzero(has_warm)
@@ -156,28 +190,30 @@ def levenberg_marquardt(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Projected Levenberg-Marquardt on all rows at once; converged rows drop out."""
     params, sse = params.copy(), sse.copy()
-    damping = np.full(sse.size, 1e-3)
-    active = np.flatnonzero(np.isfinite(sse) & (sse > SSE_FLOOR))
+    damping = np.full(sse.size, DAMPING)
+    rows = np.flatnonzero(np.isfinite(sse) & (sse > SSE_FLOOR))  # rows of the working set
+    sub = win.take(rows)
+    alive = np.ones(rows.size, dtype=bool)
     for _ in range(iterations):
-        if active.size == 0:
+        if not alive.any():
             break
-        sub = win.take(active)
-        p, s, lam = params[active], sse[active], damping[active]
+        if alive.sum() < 0.75 * alive.size:  # copy the window only when it pays off
+            rows, sub, alive = rows[alive], sub.take(np.flatnonzero(alive)), alive[alive]
+        p, s, lam = params[rows], sse[rows], damping[rows]
         hess, grad = ops.normal(p, sub)
         _hold_bounds(ops, p, hess, grad)
         step = solve_spd(hess, -grad, lam)
         trial = ops.project(p + step, sub)
         trial_sse = ops.sse(trial, sub)
-        accept = trial_sse < s
-        params[active[accept]] = trial[accept]
-        sse[active[accept]] = trial_sse[accept]
-        damping[active] = np.where(accept, lam * 0.3, lam * 4.0)
+        accept = alive & (trial_sse < s)
+        params[rows[accept]], sse[rows[accept]] = trial[accept], trial_sse[accept]
+        damping[rows] = np.where(accept, lam * 0.3, lam * 4.0)
         # Stationary: even the linear model promises almost nothing (both tests as MINPACK's
         # ftol, which also stops on the actual reduction).
         promised = -(grad * step).sum(axis=1)
         small = (promised <= REL_TOL * s) | (accept & (s - trial_sse <= REL_TOL * s))
-        done = small | (lam > 1e10) | ~np.isfinite(step).all(axis=1)
-        active = active[~done & (sse[active] > SSE_FLOOR)]
+        done = small | (lam > 1e10) | ~np.isfinite(step).all(axis=1) | (sse[rows] <= SSE_FLOOR)
+        alive &= ~done
     return params, sse
 
 
@@ -196,7 +232,7 @@ def _hold_bounds(ops, p: np.ndarray, hess: np.ndarray, grad: np.ndarray) -> None
             grad[held, i] = 0.0
 
 
-def _choose(models: list[LossModel], win: Window, fits: dict) -> None:
+def _choose(models: list[LossModel | None], win: Window, fits: dict) -> None:
     """Replace ``models[row]`` by the family with the smaller weighted residual, if usable."""
     total_w = win.w.sum(axis=1)
     results = {}
@@ -211,20 +247,30 @@ def _choose(models: list[LossModel], win: Window, fits: dict) -> None:
     # smaller residual to be replaced).
     pick_sub = sub_r <= exp_r
     usable = np.isfinite(np.minimum(sub_r, exp_r))
-    sub_l, exp_l = sub_p.tolist(), exp_p.tolist()
-    k_last, rows = win.k_last.tolist(), win.rows.tolist()
-    last = win.last.tolist()
-    for j, row in enumerate(rows):
-        if not usable[j]:
+    both = np.column_stack(
+        [
+            np.where(np.isfinite(sub_r)[:, None], sub_p, np.nan),
+            np.where(np.isfinite(exp_r)[:, None], exp_p, np.nan),
+        ]
+    )
+    columns = zip(
+        win.rows.tolist(),
+        win.k_last.tolist(),
+        win.last.tolist(),
+        pick_sub.tolist(),
+        usable.tolist(),
+        sub_r.tolist(),
+        exp_r.tolist(),
+        map(tuple, both.tolist()),
+        strict=True,
+    )
+    for row, k, last, sub, use, r_sub, r_exp, fits in columns:
+        if not use:
             continue
-        if pick_sub[j]:
-            best, alt = ("sublinear", sub_l[j], sub_r[j]), ("exponential", exp_l[j], exp_r[j])
+        if sub:
+            models[row] = FittedLossModel("sublinear", fits[:4], k, last, r_sub, k, fits)
         else:
-            best, alt = ("exponential", exp_l[j], exp_r[j]), ("sublinear", sub_l[j], sub_r[j])
-        keep_alt = (alt[0], tuple(alt[1])) if math.isfinite(alt[2]) else None
-        models[row] = FittedLossModel(
-            best[0], tuple(best[1]), k_last[j], last[j], float(best[2]), k_last[j], keep_alt
-        )
+            models[row] = FittedLossModel("exponential", fits[4:], k, last, r_exp, k, fits)
 
 
 def _probe_finite(family: str, public: np.ndarray, k_last: np.ndarray) -> np.ndarray:

@@ -14,8 +14,6 @@ from math import comb
 
 import numpy as np
 
-from slaq.predict import LossModel
-
 # Asymptote search range of the reference (slaq.predict._fit_one): floor = min - span * e^s.
 _SUB_GRID = np.exp(np.linspace(-14.0, 4.0, 25))
 _CANDIDATES = 3
@@ -73,6 +71,11 @@ def solve_spd(a: np.ndarray, rhs: np.ndarray, ridge: np.ndarray | float = 0.0) -
     A plain Cholesky over (J,) vectors: for 3x3 and 4x4 systems this is an order of magnitude
     faster than ``np.linalg.solve`` on a stack, and the scaling makes it Marquardt's step.
     """
+    with np.errstate(all="ignore"):  # a non-finite step is rejected by the caller
+        return _cholesky_solve(a, rhs, ridge)
+
+
+def _cholesky_solve(a: np.ndarray, rhs: np.ndarray, ridge: np.ndarray | float) -> np.ndarray:
     p = rhs.shape[1]
     m = np.ascontiguousarray(a.transpose(1, 2, 0))  # (p, p, J): entries as contiguous rows
     b = np.ascontiguousarray(rhs.T)
@@ -99,24 +102,6 @@ def solve_spd(a: np.ndarray, rhs: np.ndarray, ridge: np.ndarray | float = 0.0) -
             s = s - low[k][i] * x[k]
         x[i] = s / low[i][i]
     return (np.stack(x) / diag).T
-
-
-def _warm_params(warm: list[LossModel | None], family: str, size: int) -> np.ndarray:
-    """Public parameters of ``family`` from each warm model (its main or alternate fit)."""
-    out = np.full((len(warm), size), np.nan)
-    for j, model in enumerate(warm):
-        if model is None:
-            continue
-        if model.family == family:
-            params = model.params
-        else:
-            alt = getattr(model, "alternate", None)
-            if alt is None or alt[0] != family:
-                continue
-            params = alt[1]
-        if len(params) >= size:
-            out[j] = params[:size]
-    return out
 
 
 def _sub_linear(mom: np.ndarray, e: np.ndarray, win: Window) -> np.ndarray:
@@ -278,11 +263,8 @@ class Sublinear:
         ok = np.isfinite(out).all(axis=1) & (out[:, 0] >= 0) & (out[:, 1] >= 0) & (out[:, 2] > 0)
         return out, ok
 
-    def from_models(
-        self, warm: list[LossModel | None], win: Window
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Parameters from warm public ones (NaN rows where none)."""
-        pub = _warm_params(warm, "sublinear", 4)
+    def from_public(self, pub: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Parameters from public ones ``(a, b, c, d)`` (NaN rows where none), and which exist."""
         s, h = win.span[:, None], win.h
         p = np.column_stack([pub[:, :3] * s * np.array([h * h, h, 1.0]), pub[:, 3]])
         p[:, 3] = (pub[:, 3] - win.ymin) / win.span
@@ -312,7 +294,8 @@ class Exponential:
             n = min(filled, width - filled)
             out[:, filled : filled + n] = out[:, :n] * q[:, None]
             filled += n
-            q = q * q
+            if filled < width:
+                q = q * q
         return out
 
     def sse(self, p: np.ndarray, win: Window) -> np.ndarray:
@@ -326,6 +309,12 @@ class Exponential:
         """Gauss-Newton matrix and gradient; derivatives are ``E``, ``B v E`` and 1."""
         e = self._powers(p, win)
         amp = p[:, 0]
+        with np.errstate(over="ignore", invalid="ignore"):  # steep decays: step rejected
+            return self._normal(e, amp, p, win)
+
+    def _normal(
+        self, e: np.ndarray, amp: np.ndarray, p: np.ndarray, win: Window
+    ) -> tuple[np.ndarray, np.ndarray]:
         we = win.w * e
         wr = win.w * (amp[:, None] * e + (p[:, 2:3] - win.z))
         vp = win.vpow
@@ -367,11 +356,8 @@ class Exponential:
         ok = np.isfinite(out).all(axis=1) & (out[:, 0] > 0) & (out[:, 1] > 0)
         return out, ok
 
-    def from_models(
-        self, warm: list[LossModel | None], win: Window
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Window parameters from warm public ones (NaN rows where none)."""
-        pub = _warm_params(warm, "exponential", 3)
+    def from_public(self, pub: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Parameters from public ones ``(A, r, c)`` (NaN rows where none), and which exist."""
         with np.errstate(all="ignore"):
             amp = np.exp(np.log(pub[:, 0]) - pub[:, 1] * win.k_last) / win.span
             p = np.column_stack([amp, pub[:, 1] * win.h, (pub[:, 2] - win.ymin) / win.span])

@@ -14,11 +14,12 @@ from slaq.cli import main
 def test_epoch_benchmark_reports_every_part_beside_the_reference():
     out = epoch_benchmark([12], [16, 64], repeat=2, reference_jobs=4, reference_repeat=1)
     rows = out["results"]
-    assert {(r["predictor"], r["cores"]) for r in rows} == {
-        (p, c) for p in ("curvefit", "geometric") for c in (16, 64)
-    }
+    variants = [("curvefit", "all"), ("curvefit", "scheduled"), ("geometric", "all")]
+    assert sorted((r["predictor"], r["refit"], r["cores"]) for r in rows) == sorted(
+        (p, refit, c) for p, refit in variants for c in (16, 64)
+    )
     for row in rows:
-        for part in ("fit_ms", "snapshot_ms", "allocate_ms", "epoch_ms"):
+        for part in ("fit_ms", "snapshot_ms", "allocate_ms", "epoch_ms", "epoch_cpu_ms"):
             assert row[part]["p99"] >= row[part]["p50"] > 0
         assert row["reference_epoch_ms"] > row["reference_fit_ms"] > 0
         assert row["speedup_p50"] == pytest.approx(
@@ -111,4 +112,4 @@ def test_bench_epoch_cli_writes_json(tmp_path):
     argv = ["bench", "epoch", "--jobs", "8", "--cores", "32", "--repeat", "2"]
     assert main([*argv, "--reference-jobs", "2", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert data["benchmark"] == "epoch" and len(data["results"]) == 2
+    assert data["benchmark"] == "epoch" and len(data["results"]) == 3
