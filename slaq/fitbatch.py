@@ -10,8 +10,11 @@ Layout: column ``m`` holds the loss ``m`` iterations before the latest (``m = 0`
 latest), so the weights and the abscissa ``v = m / h`` are the same row for every job; padded
 columns have weight 0. Losses are rescaled per job to ``z = (y - min) / span`` and both
 families keep their form under that rescaling, which makes one set of tolerances fit all jobs.
-Internally ``sublinear`` is ``1 / (al v^2 + be v + ga) + d`` and ``exponential`` is
-``B e^(rho v) + c``; :mod:`slaq.fitbatch_families` converts to the public parameters.
+:mod:`slaq.fitbatch_families` holds the two families in these coordinates.
+
+Cold rows start from a grid search like the reference's; warm rows (a previous model given)
+start from it and get a few iterations, so a decision loop that refits every epoch tracks each
+optimum as losses arrive.
 """
 
 from __future__ import annotations
@@ -96,12 +99,13 @@ def public_params(
         models = [warm[i] for i in rows.tolist()]
         # One comprehension and one array: per-model Python work dominates at 4,000 jobs.
         table[:] = [getattr(m, "both", nan7) for m in models]
-        for j, m in enumerate(models):
-            if m is not None and not isinstance(m, FittedLossModel):
-                if m.family == "sublinear" and len(m.params) == 4:
-                    table[j, :4] = m.params
-                elif m.family == "exponential" and len(m.params) == 3:
-                    table[j, 4:] = m.params
+        others = [j for j, m in enumerate(models) if m is not None and type(m) is LossModel]
+        for j in others:
+            m = models[j]
+            if m.family == "sublinear" and len(m.params) == 4:
+                table[j, :4] = m.params
+            elif m.family == "exponential" and len(m.params) == 3:
+                table[j, 4:] = m.params
     return {"sublinear": table[:, :4], "exponential": table[:, 4:]}
 
 
@@ -146,34 +150,31 @@ def _fit_family(ops, win: Window, warm: np.ndarray) -> tuple[np.ndarray, np.ndar
     """
     n = win.z.shape[0]
     guess, has_warm = ops.from_public(warm, win)
-    start, start_sse = np.zeros((n, ops.size)), np.full(n, np.inf)
-    params, sse = start.copy(), start_sse.copy()
+    params, sse = np.zeros((n, ops.size)), np.full(n, np.inf)
     warm_rows = np.flatnonzero(has_warm)
     if warm_rows.size:
         sub = win.take(warm_rows)
         p0 = ops.project(guess[warm_rows], sub)
-        start[warm_rows], start_sse[warm_rows] = p0, ops.sse(p0, sub)
         params[warm_rows], sse[warm_rows] = levenberg_marquardt(
-            ops, p0, start_sse[warm_rows], sub, WARM_ITERATIONS
+            ops, p0, ops.sse(p0, sub), sub, WARM_ITERATIONS
         )
     cold_rows = np.flatnonzero(~has_warm)
     if cold_rows.size:
-        sub = win.take(cold_rows)
-        start[cold_rows], start_sse[cold_rows], params[cold_rows], sse[cold_rows] = _cold(ops, sub)
+        params[cold_rows], sse[cold_rows] = _cold(ops, win.take(cold_rows))
     return params, sse
 
 
-def _cold(ops, win: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Best grid start and best polished fit (with SSEs) over every start of the grid search."""
+def _cold(ops, win: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Best polished fit and its SSE over the starts of the family's grid search."""
     starts = ops.grid_start(win)  # (candidates, J, p)
     cands, m = starts.shape[:2]
     job = np.tile(np.arange(m), cands)
     flat = starts.reshape(-1, starts.shape[2])
     flat_sse = ops.sse(flat, win.take(job))
-    first = np.argmin(flat_sse.reshape(cands, m), axis=0) * m + np.arange(m)
+    first = flat_sse.reshape(cands, m).min(axis=0)
     # Polish only starts about as good as the job's best one: the others are nearly always
     # the same valley seen from further away and only cost iterations.
-    keep = np.flatnonzero(flat_sse <= KEEP_RATIO * flat_sse[first][job] + SSE_FLOOR)
+    keep = np.flatnonzero(flat_sse <= KEEP_RATIO * first[job] + SSE_FLOOR)
     fitted, fitted_sse = levenberg_marquardt(
         ops, flat[keep], flat_sse[keep], win.take(job[keep]), COLD_ITERATIONS
     )
@@ -182,7 +183,7 @@ def _cold(ops, win: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     winner = np.flatnonzero(fitted_sse == best[job[keep]])  # ties: any of them is fine
     params = np.zeros((m, starts.shape[2]))
     params[job[keep][winner]] = fitted[winner]
-    return flat[first], flat_sse[first], params, best
+    return params, best
 
 
 def levenberg_marquardt(
@@ -289,11 +290,15 @@ def _probe_finite(family: str, public: np.ndarray, k_last: np.ndarray) -> np.nda
 
 def geometric_models(arrays: Sequence[np.ndarray]) -> list[LossModel]:
     """The prototype's geometric rule for every history, vectorized (``fit_geometric``)."""
-    n = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
+    n = np.array([a.size for a in arrays], dtype=np.int64)
+    # The last three losses of every history, right-aligned (zeros before a short history).
+    used = np.minimum(n, 3)
+    flat = np.concatenate([a[-3:] for a in arrays]) if arrays else np.zeros(0)
     tail = np.zeros((len(arrays), 3))
-    for i, a in enumerate(arrays):
-        if a.size:
-            tail[i, 3 - min(a.size, 3) :] = a[-3:]
+    tail[
+        np.repeat(np.arange(n.size), used),
+        np.arange(flat.size) - np.repeat(np.cumsum(used) - 3, used),
+    ] = flat
     l3, prev, last = tail[:, 0], tail[:, 1], tail[:, 2]
     nf = n.astype(float)
     with np.errstate(all="ignore"):
@@ -310,10 +315,13 @@ def geometric_models(arrays: Sequence[np.ndarray]) -> list[LossModel]:
         amp = (last - floor) * np.exp(rate * nf)
     exponential = (ok_pos | ok_drop) & np.isfinite(amp) & (amp > 0)
     out: list[LossModel] = []
-    for i, is_exp in enumerate(exponential.tolist()):
+    columns = zip(
+        exponential.tolist(), amp.tolist(), rate.tolist(), floor.tolist(), nf.tolist(),
+        last.tolist(), strict=True,
+    )  # fmt: skip
+    for is_exp, a, r, f, k, y in columns:
         if is_exp:
-            params = (float(amp[i]), float(rate[i]), float(floor[i]))
-            out.append(LossModel("exponential", params, float(nf[i]), float(last[i])))
+            out.append(LossModel("exponential", (a, r, f), k, y))
         else:
-            out.append(LossModel("constant", (), float(nf[i]), float(last[i])))
+            out.append(LossModel("constant", (), k, y))
     return out
