@@ -165,6 +165,24 @@ def epoch_cell(
     return row, models, length
 
 
+def _with_reference(row: dict[str, Any], reference_fit_ms: float, cold_ms: float) -> dict[str, Any]:
+    """The row with the reference epoch: its fit plus this run's snapshot and allocation."""
+    ref_epoch = reference_fit_ms + row["snapshot_ms"]["p50"] + row["allocate_ms"]["p50"]
+    row.update(
+        cold_fit_ms=cold_ms,
+        reference_fit_ms=reference_fit_ms,
+        reference_epoch_ms=ref_epoch,
+        speedup_p50=ref_epoch / row["epoch_ms"]["p50"],
+    )
+    log.info(
+        "%s (%s refits) jobs=%d cores=%d epoch p50=%.1f ms (fit %.1f, allocate %.1f, "
+        "cpu %.1f); per-job scipy reference %.0f ms",
+        row["predictor"], row["refit"], row["jobs"], row["cores"], row["epoch_ms"]["p50"],
+        row["fit_ms"]["p50"], row["allocate_ms"]["p50"], row["epoch_cpu_ms"]["p50"], ref_epoch,
+    )  # fmt: skip
+    return row
+
+
 def epoch_benchmark(
     jobs: Sequence[int],
     cores: Sequence[int],
@@ -199,25 +217,8 @@ def epoch_benchmark(
                         curves, runtimes, models, start, c, predictor, repeat, refit
                     )
                     per_job = ref["full_ms_per_job" if refit == "all" else "scheduled_ms_per_job"]
-                    rest = row["snapshot_ms"]["p50"] + row["allocate_ms"]["p50"]
-                    ref_epoch = per_job * n + rest
-                    row.update(
-                        predictor=predictor,
-                        refit=refit,
-                        jobs=n,
-                        cores=c,
-                        cold_fit_ms=cold_ms,
-                        reference_fit_ms=per_job * n,
-                        reference_epoch_ms=ref_epoch,
-                        speedup_p50=ref_epoch / row["epoch_ms"]["p50"],
-                    )
-                    log.info(
-                        "%s (%s refits) jobs=%d cores=%d epoch p50=%.1f ms (fit %.1f, "
-                        "allocate %.1f, cpu %.1f); per-job scipy reference %.0f ms",
-                        predictor, refit, n, c, row["epoch_ms"]["p50"], row["fit_ms"]["p50"],
-                        row["allocate_ms"]["p50"], row["epoch_cpu_ms"]["p50"], ref_epoch,
-                    )  # fmt: skip
-                    results.append(row)
+                    row.update(predictor=predictor, refit=refit, jobs=n, cores=c)
+                    results.append(_with_reference(row, per_job * n, cold_ms))
     return {
         "benchmark": "epoch",
         "epoch_s": EPOCH_S,
