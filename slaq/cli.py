@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import shutil
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from slaq.policy import PolicyError, available_policies, load_policy, parse_policy_args
+from slaq.cli_checks import USER_ERRORS, check_out_dir, load_workload_file, require_ok_runs
+from slaq.policy import available_policies, load_policy, parse_policy_args
 from slaq.workload import WorkloadError
 
 log = logging.getLogger("slaq")
@@ -35,10 +38,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         simulate_to_dir,
     )
     from slaq.traces import read_run, read_trace
-    from slaq.workload import load_workload
 
     params = parse_policy_args(args.policy_arg)
     policy = load_policy(args.policy, **params)
+    out = Path(args.out)
+    check_out_dir(out)
+    if args.n_jobs < 1:
+        raise ValueError(f"--n-jobs must be at least 1, got {args.n_jobs}")
+    if not args.epoch > 0:
+        raise ValueError(f"--epoch must be positive, got {args.epoch}")
+    require_ok_runs([Path(d) for d in [*(args.pool or []), *([args.trace] if args.trace else [])]])
     if args.pool:
         pool = [
             j
@@ -64,7 +73,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     else:
         if not args.workload:
             raise WorkloadError("give --workload FILE or --trace RUN_DIR")
-        workload = load_workload(args.workload)
+        workload = load_workload_file(args.workload)
         jobs = sim_jobs_from_workload(workload, args.seed)
         source = {"workload": str(args.workload), "workload_name": workload.name}
     if not args.cores or args.cores < 1:
@@ -77,17 +86,23 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         "epoch_s": args.epoch,
         "replan": args.replan,
     }
-    result = simulate_to_dir(
-        jobs,
-        policy,
-        cores=args.cores,
-        epoch_s=args.epoch,
-        seed=args.seed,
-        out_dir=Path(args.out),
-        config=config,
-        replan_on_events=args.replan == "events",
-        progress=not args.quiet,
-    )
+    existed = out.exists()
+    try:
+        result = simulate_to_dir(
+            jobs,
+            policy,
+            cores=args.cores,
+            epoch_s=args.epoch,
+            seed=args.seed,
+            out_dir=out,
+            config=config,
+            replan_on_events=args.replan == "events",
+            progress=not args.quiet,
+        )
+    except BaseException:
+        if not existed:  # nothing half-written (an old run's run.json is already gone)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     log.info(
         "simulated %d jobs, %d iterations, %.0f virtual seconds -> %s",
         len(jobs),
@@ -137,6 +152,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from slaq.traces import read_run, write_json_atomic
 
     runs = [Path(d) for d in args.runs]
+    require_ok_runs(runs)
     policies = [read_run(d).get("policy") for d in runs]
     if len(set(policies)) < len(policies):  # several seeds per policy
         result = compare_seeds(runs, baseline=args.baseline)
@@ -161,6 +177,8 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
     from slaq.metrics import fidelity
     from slaq.traces import write_json_atomic
 
+    named = [args.live, args.simulated, *(args.calibrate or []), *(args.predict or [])]
+    require_ok_runs([Path(d) for d in named if d])
     if args.calibrate:
         from slaq.fidelity import fidelity_out_of_sample
 
@@ -220,6 +238,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from slaq.traces import write_json_atomic
 
     if args.kind == "overhead":
+        for flag, values in (("--jobs", args.jobs), ("--cores", args.cores)):
+            if not values or min(values) < 1:
+                raise ValueError(f"{flag} needs integers of at least 1, got {values}")
+        if args.repeat < 1 or args.min_cores < 0:
+            raise ValueError("--repeat must be at least 1 and --min-cores at least 0")
         result = bench.overhead(
             args.jobs,
             args.cores,
@@ -366,9 +389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (PolicyError, WorkloadError, FileNotFoundError, ValueError) as exc:
-        log.error("%s", exc)
+    except USER_ERRORS as exc:
+        log.error("%s", " ".join(str(exc).split()))  # one line, whatever the message
         return 2
+    except KeyboardInterrupt as exc:
+        # Terminated (slaq.spark.signals) carries the signal; a bare one is Ctrl-C.
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        log.error("interrupted by %s: stopped, no output written", signal.Signals(signum).name)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
 """The `slaq` command end to end on tiny inputs, including its error paths."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
+import pytest
 import yaml
 
 from slaq.cli import main
@@ -134,3 +139,174 @@ def test_bench_overhead_small(tmp_path):
     )
     rows = json.loads(out.read_text())["results"]
     assert len(rows) == 2 and all(r["same_allocation"] for r in rows)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+JOB = {
+    "id": "a",
+    "algorithm": "synthetic",
+    "dataset": "synthetic",
+    "arrival_s": 0,
+    "curve": {"family": "sublinear"},
+    "max_iter": 5,
+}
+
+
+def _workload(tmp_path, text=None):
+    wl = tmp_path / "w.yaml"
+    wl.write_text(yaml.safe_dump({"jobs": [JOB]}) if text is None else text)
+    return wl
+
+
+def _simulate(wl, out, *extra):
+    return ["simulate", "--workload", str(wl), "--policy", "fair", "--cores", "4"] + [
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
+
+
+def _one_line_error(capsys, caplog, code, expected):
+    """Exit 2, one ERROR line containing ``expected``, no traceback."""
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 2, caplog.text
+    assert len(errors) == 1 and "\n" not in errors[0].getMessage(), caplog.text
+    assert expected in errors[0].getMessage()
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--repeat", "0"], "--repeat must be at least 1"),
+        (["--jobs", "0"], "--jobs needs integers of at least 1"),
+        (["--cores", "0,64"], "--cores needs integers of at least 1"),
+    ],
+)
+def test_bench_overhead_rejects_zero(tmp_path, capsys, caplog, flags, expected):
+    out = tmp_path / "o.json"
+    code = main(["bench", "overhead", "--jobs", "5", "--cores", "8", *flags, "--out", str(out)])
+    _one_line_error(capsys, caplog, code, expected)
+    assert not out.exists()
+
+
+def test_simulate_n_jobs_zero(tmp_path, capsys, caplog):
+    out = tmp_path / "o"
+    code = main(_simulate(_workload(tmp_path), out, "--n-jobs", "0"))
+    _one_line_error(capsys, caplog, code, "--n-jobs must be at least 1")
+    assert not out.exists()
+
+
+def test_out_naming_an_existing_file(tmp_path, capsys, caplog):
+    out = tmp_path / "o"
+    out.write_text("mine")
+    code = main(_simulate(_workload(tmp_path), out))
+    _one_line_error(capsys, caplog, code, "exists and is not a directory")
+    assert out.read_text() == "mine"
+
+
+def test_out_into_a_directory_that_is_not_a_run(tmp_path, capsys, caplog):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code = main(_simulate(_workload(tmp_path), out))
+    _one_line_error(capsys, caplog, code, "not a run directory")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_out_into_a_previous_run_is_replaced(tmp_path):
+    out = tmp_path / "o"
+    assert main(_simulate(_workload(tmp_path), out)) == 0
+    assert main(_simulate(_workload(tmp_path), out, "--seed", "1")) == 0
+    assert json.loads((out / "run.json").read_text())["seed"] == 1
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path, capsys, caplog):
+    wl = _workload(tmp_path, "jobs:\n  - id: a\n    algorithm: [synthetic\n")
+    code = main(_simulate(wl, tmp_path / "o"))
+    _one_line_error(capsys, caplog, code, f"{wl}: not valid YAML at line 4")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("text", ["", "name: x\n", "jobs: []\n"])
+def test_empty_workload_is_a_clear_error(tmp_path, capsys, caplog, text):
+    wl = _workload(tmp_path, text)
+    code = main(_simulate(wl, tmp_path / "o"))
+    _one_line_error(capsys, caplog, code, "the workload has no jobs")
+
+
+def test_failed_runs_are_refused_by_compare_and_replay(tmp_path, capsys, caplog):
+    wl = _workload(tmp_path)
+    for name in ("fair", "failed"):
+        assert main(_simulate(wl, tmp_path / name)) == 0
+    meta_path = tmp_path / "failed" / "run.json"
+    meta = json.loads(meta_path.read_text())
+    meta["exit_status"] = "1 jobs failed"
+    meta_path.write_text(json.dumps(meta))
+    caplog.clear()
+    out = tmp_path / "m.json"
+    code = main(["compare", str(tmp_path / "fair"), str(tmp_path / "failed"), "--out", str(out)])
+    _one_line_error(capsys, caplog, code, "is a failed run (exit_status '1 jobs failed')")
+    assert not out.exists()
+    caplog.clear()
+    replay = ["simulate", "--trace", str(tmp_path / "failed"), "--policy", "fair"]
+    code = main([*replay, "--out", str(tmp_path / "r"), "--quiet"])
+    _one_line_error(capsys, caplog, code, "is a failed run")
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_rejects_unknown_dataset_and_policy_before_any_cluster(tmp_path, capsys, caplog):
+    wl = tmp_path / "w.yaml"
+    job = {"id": "a", "algorithm": "logreg", "dataset": "digitz", "arrival_s": 0}
+    wl.write_text(yaml.safe_dump({"jobs": [job]}))
+    out = tmp_path / "o"
+    run = ["run", "--workload", str(wl), "--out", str(out), "--quiet"]
+    t0 = time.monotonic()
+    code = main([*run, "--policy", "fair"])
+    _one_line_error(capsys, caplog, code, "unknown dataset 'digitz'")
+    job["dataset"] = "digits"
+    wl.write_text(yaml.safe_dump({"jobs": [job]}))
+    caplog.clear()
+    code = main([*run, "--policy", "nope"])
+    _one_line_error(capsys, caplog, code, "nope")
+    # Well under a cluster's start-up (about 13 s), and nothing written or started.
+    assert time.monotonic() - t0 < 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.yaml"]
+
+
+SIM_SCRIPT = """
+import sys
+from slaq.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigint_during_simulate_exits_130_cleanly(tmp_path):
+    """Ctrl-C mid-simulation: a one-line message, exit 130, no traceback, no output."""
+    long = {**JOB, "max_iter": 10**6, "tol": 0.0}
+    jobs = [{**long, "id": f"j{i}", "arrival_s": i} for i in range(50)]
+    wl = _workload(tmp_path, yaml.safe_dump({"jobs": jobs}))
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-c", SIM_SCRIPT, *_simulate(wl, out)]
+    cmd.remove("--quiet")  # the progress bar on stderr says the simulation is running
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    try:
+        while "jobs finished" not in seen:
+            char = proc.stderr.read(1)
+            assert char, f"simulate ended before its progress bar: {seen[-2000:]}"
+            seen += char
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = seen + rest
+    assert proc.returncode == 130, text[-2000:]
+    assert "Traceback" not in text
+    assert "interrupted by SIGINT" in text
+    assert not out.exists()

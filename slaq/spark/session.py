@@ -21,10 +21,20 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pyarrow as pa
 
-from slaq.spark.cluster import LOOPBACK, free_port, is_loopback_master, stop_pids
+from slaq.spark.auth import driver_secret
 from slaq.spark.context import warm_partition
+from slaq.spark.procs import (
+    LOOPBACK,
+    children_since,
+    free_port,
+    is_loopback_master,
+    route_address,
+    stop_pids,
+)
+from slaq.spark.signals import keep_signal_handlers
 
 log = logging.getLogger(__name__)
 # py4j logs every closed connection at INFO.
@@ -102,12 +112,16 @@ def start_spark_context(
     pools_file: Path | None = None,
     task_log: bool = False,
     ready_timeout_s: float = 180.0,
+    auth_secret: str | None = None,
+    driver_host: str | None = None,
 ) -> Any:
     """A SparkContext set up for the engine, returned once ``total_cores`` cores registered.
 
-    FAIR scheduler, loopback-only driver for a loopback master (sets ``SPARK_LOCAL_IP`` and
-    ``PYSPARK_PYTHON`` in this process's environment), one BLAS thread per task, and the
-    numeric stack pre-imported in the PySpark daemon. Stop it with :func:`stop_spark_context`.
+    FAIR scheduler, one BLAS thread per task, the numeric stack pre-imported in the PySpark
+    daemon. The driver binds to one address (sets ``SPARK_LOCAL_IP`` and ``PYSPARK_PYTHON`` in
+    this process's environment): loopback for a loopback master, else ``driver_host`` or the
+    address routed to the master. ``auth_secret``: the cluster's shared secret
+    (:mod:`slaq.spark.auth`). Stop it with :func:`stop_spark_context`.
     """
     from pyspark import SparkConf, SparkContext
 
@@ -133,33 +147,25 @@ def start_spark_context(
         settings["spark.scheduler.allocation.file"] = str(pools_file)
     for name in SINGLE_THREAD_ENV:
         settings[f"spark.executorEnv.{name}"] = "1"
-    if is_loopback_master(master_url):
-        # Without SPARK_LOCAL_IP the driver UI listens on every interface (docs/design.md §7).
-        os.environ["SPARK_LOCAL_IP"] = LOOPBACK
-        settings["spark.driver.host"] = LOOPBACK
-        settings["spark.driver.bindAddress"] = LOOPBACK
+    # Every bind address explicit: without SPARK_LOCAL_IP the driver UI listens on every
+    # interface (docs/design.md §7), and attach mode must not default to 0.0.0.0 either.
+    bind = LOOPBACK if is_loopback_master(master_url) else driver_host or route_address(master_url)
+    os.environ["SPARK_LOCAL_IP"] = bind
+    settings["spark.driver.host"] = bind
+    settings["spark.driver.bindAddress"] = bind
+    if auth_secret is not None:
+        # The secret itself reaches the JVM through a private file (driver_secret), never here:
+        # PySpark puts every SparkConf entry on spark-submit's command line.
+        settings["spark.authenticate"] = "true"
+        settings["spark.ui.killEnabled"] = "false"
     conf = SparkConf().setMaster(master_url).setAppName(app_name)
     for key, value in settings.items():
         conf.set(key, value)
-    with warnings.catch_warnings():
-        # PySpark warns about pandas versions at start-up; the engine uses no pandas UDFs.
-        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
-        sc = SparkContext(conf=conf)
+    sc = _create_context(conf, auth_secret)
     try:
         sc.setLogLevel("WARN")
         log.info("SparkContext created in %.1fs", time.monotonic() - t0)
-        deadline = time.monotonic() + ready_timeout_s
-        jsc = sc._jsc.sc()
-        # defaultParallelism reports at least 2 even without executors, hence the count.
-        while jsc.getExecutorMemoryStatus().size() < 2 or sc.defaultParallelism < total_cores:
-            if time.monotonic() > deadline:
-                executors = jsc.getExecutorMemoryStatus().size() - 1
-                raise LiveRunError(
-                    f"application {sc.applicationId} at {master_url} got {executors} executors "
-                    f"and not the {total_cores} cores expected after {ready_timeout_s:.0f}s (is "
-                    f"the executor memory {executor_memory} larger than the workers' memory?)"
-                )
-            time.sleep(0.2)  # polls the driver's executor registry against the deadline
+        _await_executors(sc, master_url, total_cores, executor_memory, ready_timeout_s)
         log.info("executors registered after %.1fs", time.monotonic() - t0)
     except BaseException:
         stop_spark_context(sc)
@@ -167,15 +173,73 @@ def start_spark_context(
     return sc
 
 
-def stop_spark_context(sc: Any) -> None:
-    """Stop ``sc`` and its driver JVM (the Py4J gateway), by PID if it does not go quietly."""
+def _create_context(conf: Any, auth_secret: str | None) -> Any:
+    """``SparkContext(conf)``, keeping the run's signal handlers; no driver JVM left on failure.
+
+    A signal or error while PySpark launches the driver JVM can leave it running with no
+    gateway to stop it through (``SparkContext._gateway`` is set only once it answers): any
+    ``spark-submit`` child started meanwhile is then stopped by PID.
+    """
     from pyspark import SparkContext
 
+    before = [p.pid for p in psutil.Process().children()]
+    try:
+        with (
+            keep_signal_handlers(),  # PySpark installs its own SIGINT handler here
+            driver_secret(auth_secret),
+            warnings.catch_warnings(),
+        ):
+            # PySpark warns about pandas versions at start-up; the engine uses no pandas UDFs.
+            warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+            return SparkContext(conf=conf)
+    except BaseException:
+        _stop_gateway()
+        drivers = [p.pid for p in children_since(before) if _is_spark_submit(p)]
+        if drivers:
+            log.warning("stopping the driver JVM of a SparkContext that did not start: %s", drivers)
+            stop_pids(drivers, grace_s=10)
+        raise
+
+
+def _is_spark_submit(proc: psutil.Process) -> bool:
+    try:
+        return "SparkSubmit" in " ".join(proc.cmdline()) or "spark-submit" in proc.name()
+    except psutil.Error:
+        return False
+
+
+def _await_executors(
+    sc: Any, master_url: str, total_cores: int, executor_memory: str, timeout_s: float
+) -> None:
+    """Return once ``total_cores`` executor cores registered; :class:`LiveRunError` after that."""
+    deadline = time.monotonic() + timeout_s
+    jsc = sc._jsc.sc()
+    # defaultParallelism reports at least 2 even without executors, hence the count.
+    while jsc.getExecutorMemoryStatus().size() < 2 or sc.defaultParallelism < total_cores:
+        if time.monotonic() > deadline:
+            executors = jsc.getExecutorMemoryStatus().size() - 1
+            raise LiveRunError(
+                f"application {sc.applicationId} at {master_url} got {executors} executors "
+                f"and not the {total_cores} cores expected after {timeout_s:.0f}s (is "
+                f"the executor memory {executor_memory} larger than the workers' memory?)"
+            )
+        time.sleep(0.2)  # polls the driver's executor registry against the deadline
+
+
+def stop_spark_context(sc: Any) -> None:
+    """Stop ``sc`` and its driver JVM (the Py4J gateway), by PID if it does not go quietly."""
     stopper = threading.Thread(target=sc.stop, name="slaq-sc-stop", daemon=True)
     stopper.start()
     stopper.join(timeout=60.0)
     if stopper.is_alive():
         log.warning("SparkContext.stop() hangs; killing the driver JVM")
+    _stop_gateway()
+
+
+def _stop_gateway() -> None:
+    """Shut the Py4J gateway and its driver JVM down; forget both so a new context can start."""
+    from pyspark import SparkContext
+
     gateway = SparkContext._gateway
     if gateway is not None:
         with contextlib.suppress(Exception):
