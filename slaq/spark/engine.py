@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from slaq.spark.data import (
     prior_work_s,
 )
 from slaq.spark.driver import LiveDriver, LiveJob
+from slaq.spark.rundir import install_dir, remove_stale_scratch, scratch_dirs
 from slaq.spark.session import (
     TASK_LOG_FILE,
     TASK_LOG_SCHEMA,
@@ -96,6 +97,9 @@ class LiveRun:
     trainer_factory: TrainerFactory | None = None
     on_epoch: Callable[[EpochInfo], None] | None = None
     spark_context: Any | None = None
+    # The cluster's shared secret (slaq.spark.auth) and, in attach mode, the driver's address.
+    auth_secret: str | None = field(default=None, repr=False)
+    driver_host: str | None = None
 
     def run(self) -> Path:
         """Execute the run; returns ``out_dir`` once complete."""
@@ -107,9 +111,8 @@ class LiveRun:
             raise ValueError(f"workload {self.workload.name!r} has no jobs")
         out_dir = Path(self.out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tag = uuid.uuid4().hex[:8]
-        tmp_dir = out_dir.parent / f".{out_dir.name}.partial-{tag}"
-        scratch = out_dir.resolve().parent / f".{out_dir.name}.scratch-{tag}"
+        remove_stale_scratch(out_dir)
+        tmp_dir, scratch = scratch_dirs(out_dir)
         # Absolute: executors run in their own working directories.
         blocks_root = (
             Path(self.data_dir).resolve() / "blocks" if self.data_dir else scratch / "blocks"
@@ -119,7 +122,7 @@ class LiveRun:
         try:
             with signals_as_exceptions():
                 self._run(tmp_dir, blocks_root, scratch)
-            _install_dir(tmp_dir, out_dir)
+            install_dir(tmp_dir, out_dir)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             shutil.rmtree(scratch, ignore_errors=True)
@@ -165,6 +168,8 @@ class LiveRun:
                 executor_memory=self.executor_memory,
                 pools_file=pools,
                 task_log=self.task_log,
+                auth_secret=self.auth_secret,
+                driver_host=self.driver_host,
             )
             owned = True
         spark = SparkSession(sc=sc, app_id=sc.applicationId, ui_url=sc.uiWebUrl, owned=owned)
@@ -344,19 +349,6 @@ def run_live(workload: Workload, policy: Policy, **options: Any) -> Path:
     if options.get("data_dir") is not None:
         options["data_dir"] = Path(options["data_dir"])
     return LiveRun(workload=workload, policy=policy, **options).run()
-
-
-def _install_dir(tmp: Path, out: Path) -> None:
-    """Move a finished run directory into place, replacing an older run of the same name."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
 
 
 def _progress_bar(total: int, policy: str) -> Any:
