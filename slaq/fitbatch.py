@@ -37,6 +37,8 @@ SSE_FLOOR = 1e-16
 COLD_ITERATIONS = 40
 KEEP_RATIO = 10.0
 WARM_ITERATIONS = 10
+# Newest-loss residual, in RMS residuals of the warm fit, above which a row is refitted cold.
+SURPRISE = 4.0
 DAMPING = 1e-3  # initial Marquardt damping (relative to the diagonal)
 _PROBE = np.array([1.0, 10.0, 100.0])
 
@@ -155,8 +157,16 @@ def _fit_family(ops, win: Window, warm: np.ndarray) -> tuple[np.ndarray, np.ndar
     if warm_rows.size:
         sub = win.take(warm_rows)
         p0 = ops.project(guess[warm_rows], sub)
+        s0 = ops.sse(p0, sub)
+        # A newest loss far off the warm curve (a plateau ending, a regime change) means
+        # its valley may be gone: search afresh rather than track a stale optimum.
+        rms = np.sqrt(s0 / sub.w.sum(axis=1))
+        surprise = np.abs(sub.z[:, 0] - ops.at_latest(p0, sub)) > SURPRISE * rms + 1e-8
+        has_warm[warm_rows[surprise | ~np.isfinite(s0)]] = False
+        keep = ~surprise & np.isfinite(s0)
+        warm_rows, sub = warm_rows[keep], sub.take(np.flatnonzero(keep))
         params[warm_rows], sse[warm_rows] = levenberg_marquardt(
-            ops, p0, ops.sse(p0, sub), sub, WARM_ITERATIONS
+            ops, p0[keep], s0[keep], sub, WARM_ITERATIONS
         )
     cold_rows = np.flatnonzero(~has_warm)
     if cold_rows.size:

@@ -174,6 +174,11 @@ class Sublinear:
             out[:, i] = np.maximum(out[:, i], lower)
         return out
 
+    def at_latest(self, p: np.ndarray, win: Window) -> np.ndarray:
+        """The curve at the newest loss (``v = 0``)."""
+        with np.errstate(all="ignore"):
+            return 1.0 / self.window_poly(p, win)[2] + p[:, 3]
+
     def _inverse_q(self, p: np.ndarray, win: Window) -> np.ndarray:
         al, be, ga = self.window_poly(p, win)
         q = (al[:, None] * win.v + be[:, None]) * win.v + ga[:, None]
@@ -281,6 +286,10 @@ class Exponential:
         """``A > 0`` and ``r > 0`` as in the reference; bounded so that ``e^rho`` is finite."""
         rho = np.clip(p[:, 1], _RHO_MIN, _RHO_MAX)
         return np.column_stack([np.maximum(p[:, 0], 1e-300), rho, p[:, 2]])
+
+    def at_latest(self, p: np.ndarray, win: Window) -> np.ndarray:
+        """The curve at the newest loss (``v = 0``)."""
+        return p[:, 0] + p[:, 2]
 
     @staticmethod
     def _powers(p: np.ndarray, win: Window) -> np.ndarray:
