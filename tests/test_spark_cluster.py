@@ -139,6 +139,9 @@ def test_cli_cluster_up_status_down(tmp_path):
     assert up.returncode == 0, up.stderr
     info = json.loads(state.read_text())
     pids = info["pids"]
+    secret = state.with_name("state.json.secret")
+    assert secret.stat().st_mode & 0o777 == 0o600, "the cluster's secret is readable by others"
+    assert secret.read_text().strip() not in state.read_text() + up.stderr
     try:
         assert all(running(p) for p in pids), "cluster up did not leave the daemons running"
         status = subprocess.run(
@@ -156,7 +159,7 @@ def test_cli_cluster_up_status_down(tmp_path):
         )
         assert down.returncode == 0, down.stderr
         assert not wait_gone(pids, 10)
-        assert not state.exists()
+        assert not state.exists() and not secret.exists()
     finally:
         for pid in pids:
             if running(pid):
@@ -167,3 +170,89 @@ def test_cli_status_without_state_is_a_clear_error(tmp_path):
     from slaq.cli import main
 
     assert main(["cluster", "status", "--state", str(Path(tmp_path) / "none.json")]) == 2
+
+
+def _intruder_worker(cluster: LocalSparkCluster, log_path: Path, secret: str | None):
+    """A worker JVM that tries to join ``cluster`` without its secret (or with another)."""
+    from slaq.spark.auth import daemon_env
+    from slaq.spark.procs import free_port, spark_home
+
+    env = {k: v for k, v in os.environ.items() if k != "_SPARK_AUTH_SECRET"}
+    env.update(SPARK_HOME=str(spark_home()), SPARK_LOCAL_IP="127.0.0.1", SPARK_NO_DAEMONIZE="1")
+    env = daemon_env(env, secret, "SPARK_WORKER_OPTS")
+    args = ["--host", "127.0.0.1", "--port", str(free_port()), "--webui-port", str(free_port())]
+    args += ["--cores", "1", "--memory", "512m", "--work-dir", str(log_path.parent / "iw")]
+    script = spark_home() / "bin" / "spark-class"
+    worker = "org.apache.spark.deploy.worker.Worker"
+    with open(log_path, "wb") as out:
+        return subprocess.Popen(
+            ["bash", str(script), worker, *args, cluster.master_url],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def wait_for_text(path: Path, needle: str, timeout_s: float) -> bool:
+    """True once ``path`` contains ``needle``; False after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.2)  # pacing a poll against a deadline
+    return False
+
+
+@pytest.mark.spark
+def test_cluster_refuses_clients_without_its_secret(tmp_path):
+    """Authentication is on: a worker without the secret, or with another, cannot join;
+    the driver with it can, and the secret is on no command line and in no log."""
+    from slaq.spark.session import start_spark_context, stop_spark_context
+
+    logs = tmp_path / "logs"
+    with LocalSparkCluster(workers=1, cores_per_worker=1, log_dir=logs) as cluster:
+        secret = cluster.secret
+        assert secret and len(secret) == 64
+        intruders = [
+            _intruder_worker(cluster, tmp_path / "none.log", None),
+            _intruder_worker(cluster, tmp_path / "wrong.log", "0" * 64),
+        ]
+        try:
+            for name in ("none.log", "wrong.log"):
+                assert wait_for_text(tmp_path / name, "Failed to connect to master", 120), (
+                    tmp_path / name
+                ).read_text()[-3000:]
+            assert cluster.status()["aliveworkers"] == 1, "an unauthenticated worker joined"
+        finally:
+            for proc in intruders:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        sc = start_spark_context(cluster.master_url, total_cores=1, auth_secret=secret)
+        try:
+            assert sc.parallelize(range(10), 1).sum() == 45
+            assert sc.getConf().get("spark.authenticate") == "true"
+            for proc in psutil.process_iter():
+                try:
+                    assert secret not in " ".join(proc.cmdline()), proc.pid
+                except psutil.Error:
+                    continue
+        finally:
+            stop_spark_context(sc)
+    for path in logs.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
+
+
+def test_spark_tests_fail_without_java(tmp_path):
+    """CI must not pass with every Spark test skipped: without Java they are errors."""
+    test = tmp_path / "test_needs_spark.py"
+    test.write_text("import pytest\n\n@pytest.mark.spark\ndef test_x():\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = str(Path(sys.executable).parent)  # python, and no java
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-c"]
+    cmd += [str(root / "pyproject.toml"), "-p", "no:cacheprovider", str(test)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, timeout=120)
+    assert proc.returncode != 0, proc.stdout
+    assert "1 error" in proc.stdout and JAVA_PACKAGE in proc.stdout, proc.stdout
