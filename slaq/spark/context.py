@@ -38,21 +38,29 @@ class RunAborted(Exception):
 
 def run_partition(
     fn: Callable[[Any, Any, Any], tuple], params: Any, directory: str, items: Iterable[Item]
-) -> Iterator[tuple[Any, float, float, float, int]]:
-    """Task body: sum ``fn`` over the partition's items; yield (sum, cpu_s, t0, t1, pid).
+) -> Iterator[tuple[Any, float, float, float, int, float, float]]:
+    """Task body: sum ``fn`` over the partition's items.
 
+    Yields one ``(sum, cpu_s, t0, t1, pid, data_s, compute_s)``: the CPU seconds the task spent,
+    its wall start and end (``time.time()``, comparable with the driver's on one machine), and
+    the wall seconds it spent mapping blocks and computing (the iteration's breakdown).
     It consumes its whole iterator: a partition function that stops early makes PySpark fork a
     new Python worker for every task (docs/design.md §7).
     """
     wall0 = time.time()
     cpu0 = time.process_time()
     acc = None
+    data_s = compute_s = 0.0
     for block_id, start, stop in items:
+        t_a = time.perf_counter()
         X, y = load_block(directory, block_id)
         if start != 0 or stop != X.shape[0]:
             X, y = X[start:stop], y[start:stop]
+        t_b = time.perf_counter()
         acc = add_partials(acc, fn(params, X, y))
-    yield acc, time.process_time() - cpu0, wall0, time.time(), os.getpid()
+        data_s += t_b - t_a
+        compute_s += time.perf_counter() - t_b
+    yield acc, time.process_time() - cpu0, wall0, time.time(), os.getpid(), data_s, compute_s
 
 
 def warm_partition(directories: Sequence[str], items: Iterable[int]) -> Iterator[int]:
@@ -98,6 +106,55 @@ class IterationStats:
     wait_s: float
 
 
+@dataclass(frozen=True)
+class IterationTiming:
+    """Where one Spark job's wall time went, along its critical path (``time.time()`` seconds).
+
+    The critical path is the task that finished last: the job's submission (driver-side pickling
+    and Py4J calls building the RDD), scheduling and start of that task, its data access, its
+    compute and the rest of its body, then the transfer of results back to the driver.
+    """
+
+    t_request: float  # the job thread asked Spark for the job (after any budget wait)
+    t_submitted: float  # the RDD was built: closure pickled, Java RDD created
+    t_done: float  # collect() returned every result
+    tasks: int
+    pids: int  # distinct Python workers that ran the tasks
+    submit_s: float
+    launch_s: float  # submitted -> start of the critical task (scheduling, task start)
+    first_launch_s: float  # submitted -> start of the first task
+    data_s: float
+    compute_s: float
+    task_other_s: float
+    result_s: float  # end of the critical task -> results on the driver
+    cpu_s: float  # CPU seconds of all tasks (process_time)
+    task_cpu_s: float  # CPU seconds of the critical task
+
+
+def iteration_timing(
+    t_request: float, t_submitted: float, t_done: float, results: Sequence[tuple]
+) -> IterationTiming:
+    """Critical-path breakdown of one job from its tasks' ``run_partition`` results."""
+    last = max(results, key=lambda r: r[3])
+    _, cpu_s, start, end, _, data_s, compute_s = last
+    return IterationTiming(
+        t_request=t_request,
+        t_submitted=t_submitted,
+        t_done=t_done,
+        tasks=len(results),
+        pids=len({r[4] for r in results}),
+        submit_s=t_submitted - t_request,
+        launch_s=start - t_submitted,
+        first_launch_s=min(r[2] for r in results) - t_submitted,
+        data_s=data_s,
+        compute_s=compute_s,
+        task_other_s=(end - start) - data_s - compute_s,
+        result_s=t_done - end,
+        cpu_s=sum(r[1] for r in results),
+        task_cpu_s=cpu_s,
+    )
+
+
 class SparkTrainContext:
     """Runs a trainer's ``map_reduce`` calls as Spark jobs with exactly ``cores`` tasks."""
 
@@ -131,6 +188,8 @@ class SparkTrainContext:
         self.wait_s_total = 0.0
         self.spark_jobs = 0
         self._pending: IterationStats | None = None
+        # One record per Spark job, for the scaling benchmark's breakdown (a few floats each).
+        self.timings: list[IterationTiming] = []
 
     # --------------------------------------------------------------- TrainContext protocol
 
@@ -166,9 +225,15 @@ class SparkTrainContext:
             "spark.job.description", f"{self.state.job_id} iteration {iteration}"
         )
         t0 = self.clock()
+        t_request = time.time()
         task = functools.partial(run_partition, fn, params, self.directory)
-        results = self.sc.parallelize(selected, tasks).mapPartitions(task).collect()
+        rdd = self.sc.parallelize(selected, tasks).mapPartitions(task)
+        rdd._jrdd  # noqa: B018 - builds the Java RDD (pickles the closure) to time submission
+        t_submitted = time.time()
+        results = rdd.collect()
+        t_done = time.time()
         t1 = self.clock()
+        self.timings.append(iteration_timing(t_request, t_submitted, t_done, results))
         self.spark_jobs += 1
         acc = None
         cpu = 0.0

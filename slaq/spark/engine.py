@@ -51,6 +51,7 @@ from slaq.spark.session import (
     warm_up,
     write_pools,
 )
+from slaq.spark.utilisation import UtilisationSampler, run_sampler, summarize, write_utilisation
 from slaq.traces import write_run, write_table_atomic
 from slaq.workload import Workload
 
@@ -100,6 +101,8 @@ class LiveRun:
     # The cluster's shared secret (slaq.spark.auth) and, in attach mode, the driver's address.
     auth_secret: str | None = field(default=None, repr=False)
     driver_host: str | None = None
+    # CPU utilisation per decision (slaq.spark.utilisation), written as utilisation.parquet.
+    _utilisation: UtilisationSampler | None = field(default=None, init=False, repr=False)
 
     def run(self) -> Path:
         """Execute the run; returns ``out_dir`` once complete."""
@@ -217,6 +220,7 @@ class LiveRun:
             max_time_s=self.max_time_s,
             lost_capacity_timeout_s=self.lost_capacity_timeout_s,
         )
+        self._utilisation = run_sampler(spark.sc, driver.now, self.physical_cores)
         step = DecisionStep(self.policy, run_id, self.epoch_s)
         task_rows = self._drive(step, driver, started)
         self._write(tmp_dir, step, driver, started, task_rows)
@@ -250,6 +254,8 @@ class LiveRun:
     def _on_decision(self, info: EpochInfo, bar: Any, driver: LiveDriver) -> None:
         if bar is not None:
             _update_bar(bar, info, len(driver.trace))
+        if self._utilisation is not None:
+            self._utilisation.sample()
         if self.on_epoch is not None:
             self.on_epoch(info)
 
@@ -280,11 +286,14 @@ class LiveRun:
         for job_id, extra in resources.items():
             meta["jobs"][job_id].update(extra)
         meta.update(self._live_metadata(driver))
+        if self._utilisation is not None:
+            meta["utilisation"] = summarize(self._utilisation.rows)
         tmp_dir.mkdir(parents=True, exist_ok=True)
         if self.task_log:
             write_table_atomic(task_rows, TASK_LOG_SCHEMA, tmp_dir / TASK_LOG_FILE)
         trace = sorted(driver.trace, key=lambda r: (r.job_id, r.iteration))
         write_run(tmp_dir, trace, step.allocations, meta)
+        write_utilisation(self._utilisation, tmp_dir)
         for job_id, job in jobs.items():
             if job.state.status == FAILED:
                 log.error("job %s failed: %s", job_id, job.state.failure)

@@ -1,0 +1,291 @@
+"""Scaling benchmark (docs/design.md §7): does a job's speed follow its allocation?
+
+On one local cluster (2 workers x 4 slots) and one SparkContext: one MLP job alone at 1, 2, 4,
+6 and 8 slots, the two-job premise (6 vs 2 slots, with the CPU budget), and several jobs under
+the slaq and fair policies, for iterations of about 0.3, 1 and 2 CPU s at one core. Per cell:
+iterations per minute, CPUs used (the processes' own accounting, ``utilisation.parquet``, and
+the tasks' process_time sums), the machine's load, and the median wall-time breakdown of an
+iteration along its critical path (slaq.spark.context.IterationTiming). Bare Spark jobs with
+the same task counts give the fixed cost the harness is compared against.
+
+    python benchmarks/scaling.py --quick --out results/benchmarks/scaling.json
+    python benchmarks/scaling.py --out results/benchmarks/scaling.json --png scaling.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from live_overhead import bare_job_s  # benchmarks/ is the script's directory
+from premise import FixedPolicy, HeldTrainer, synthetic
+
+from slaq.algorithms import estimate_iteration_cpu_s, make_trainer, measure_iteration_cpu_s
+from slaq.policy import load_policy
+from slaq.spark.cluster import LocalSparkCluster, signals_as_exceptions
+from slaq.spark.engine import run_live, start_spark_context, stop_spark_context
+from slaq.spark.session import write_pools
+from slaq.spark.utilisation import UTILISATION_FILE, summarize
+from slaq.traces import environment_versions, read_trace, write_json_atomic
+from slaq.workload import parse_workload
+
+log = logging.getLogger("scaling")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+POOLS = ("j", "big", "small", *(f"p{i}" for i in range(8)))
+MODES: dict[str, dict[str, Any]] = {
+    "quick": {"works": (1.0,), "slots": (1, 4, 8), "hold": 12.0, "policy_jobs": 4},
+    "full": {"works": (0.3, 1.0, 2.0), "slots": (1, 2, 4, 6, 8), "hold": 30.0, "policy_jobs": 4},
+}
+PHASES = ("submit_s", "launch_s", "data_s", "compute_s", "task_other_s", "result_s", "driver_s")
+MLP = {"features": 100, "classes": 10, "hidden": 128}
+
+
+def rows_for(cpu_s: float) -> int:
+    """Rows of the synthetic MLP data set whose iteration costs ``cpu_s`` at one core."""
+    per_row = estimate_iteration_cpu_s(
+        "mlp", 10_000, MLP["features"], MLP["classes"], {"hidden": MLP["hidden"]}
+    )
+    return max(1000, round(cpu_s * 10_000 / per_row))
+
+
+def breakdown(timings: Sequence[Any], hold_end: float) -> dict[str, float]:
+    """Median phases of the iterations that ended in the hold window (the first one skipped)."""
+    rows = []
+    for prev, cur in zip(timings, timings[1:], strict=False):
+        if cur.t_done > hold_end:
+            break
+        row = {p: getattr(cur, p) for p in PHASES if p != "driver_s"}
+        # Trainer step, report and budget wait: from one job's results to its next request.
+        row["driver_s"] = cur.t_request - prev.t_done
+        row["period_s"] = cur.t_done - prev.t_done
+        row["overhead_s"] = row["period_s"] - cur.data_s - cur.compute_s
+        row["pids"] = cur.pids
+        row["cpu_s"] = cur.cpu_s
+        rows.append(row)
+    if not rows:
+        return {}
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]} | {"n": len(rows)}
+
+
+class CapturingTrainer(HeldTrainer):
+    """A held trainer that keeps its Spark context, whose ``timings`` give the breakdown."""
+
+    def __init__(self, inner: Any, hold_s: float, job_id: str, into: dict[str, Any]) -> None:
+        super().__init__(inner, hold_s)
+        self.job_id = job_id
+        self.into = into
+
+    def run(self, ctx: Any) -> None:
+        """Remember the context, then train until the hold window closes."""
+        self.into[self.job_id] = ctx
+        super().run(ctx)
+
+
+def job_workload(job_ids: Sequence[str], dataset: str) -> Any:
+    """Identical long MLP jobs on one data set, all arriving at 0."""
+    spec = {"algorithm": "mlp", "dataset": dataset, "arrival_s": 0.0, "max_iter": 1_000_000}
+    jobs = [
+        spec | {"id": j, "tol": 0.0, "params": {"hidden": MLP["hidden"]}, "seed": 1 + i}
+        for i, j in enumerate(job_ids)
+    ]
+    return parse_workload({"name": "scaling", "jobs": jobs})
+
+
+def run_cell(
+    sc: Any, cluster: Any, policy: Any, job_ids: Sequence[str], *, budget: bool, cell: dict
+) -> dict[str, Any]:
+    """One held live run on the shared context; iterations, CPU and breakdown per job."""
+    hold, out = cell["hold"], cell["work_dir"] / cell["name"]
+    contexts: dict[str, Any] = {}
+
+    def factory(spec: Any, d: int, k: int, p: Mapping[str, Any]) -> Any:
+        inner = make_trainer(spec.algorithm, d, k, p, spec.seed)
+        return CapturingTrainer(inner, hold, spec.job_id, contexts)
+
+    load0 = os.getloadavg()
+    run_live(
+        job_workload(job_ids, cell["dataset"]),
+        policy,
+        master_url=cluster.master_url,
+        total_cores=cluster.total_cores,
+        epoch_s=cell["epoch"],
+        seed=0,
+        out_dir=out,
+        data_dir=cell["work_dir"] / "data",
+        progress=False,
+        cpu_budget=budget,
+        dataset_loader=lambda name: cell["data"],
+        trainer_factory=factory,
+        spark_context=sc,
+    )
+    trace = read_trace(out)
+    util = pd.read_parquet(out / UTILISATION_FILE)
+    util = util[util.t_s <= hold + 1e-6].to_dict("records")
+    jobs = {}
+    for job_id in job_ids:
+        rows = trace[(trace.job_id == job_id) & (trace.t_end_s <= hold)]
+        ctx = contexts.get(job_id)
+        t_hold_end = ctx.timings[0].t_request + hold if ctx and ctx.timings else 0.0
+        jobs[job_id] = {
+            "iterations": len(rows),
+            "iterations_per_min": len(rows) * 60.0 / hold,
+            "task_cpus": float(rows.cpu_s.sum()) / hold,
+            "median_iteration_cpu_s": float(rows.cpu_s.median()) if len(rows) else None,
+            "breakdown": breakdown(ctx.timings, t_hold_end) if ctx else {},
+        }
+    result = {
+        "budget": budget,
+        "jobs": jobs,
+        "utilisation": summarize(util),
+        "loadavg_before": load0,
+        "loadavg_after": os.getloadavg(),
+    }
+    log.info(
+        "%s: %s it/min, run %.2f CPUs, machine %.2f, load %.1f",
+        cell["name"],
+        {j: round(v["iterations_per_min"], 1) for j, v in jobs.items()},
+        result["utilisation"]["cpu_busy"],
+        result["utilisation"]["machine_busy"],
+        load0[0],
+    )
+    return result
+
+
+def run_work_level(sc: Any, cluster: Any, work: float, mode: dict, args: Any) -> dict[str, Any]:
+    """Every cell for one iteration size."""
+    rows = rows_for(work)
+    params = {"hidden": MLP["hidden"]}
+    measured = measure_iteration_cpu_s("mlp", rows, MLP["features"], MLP["classes"], params, 2)
+    log.info("work %.1f: %d rows, %.2f CPU s per iteration measured", work, rows, measured)
+    cell = {
+        "hold": mode["hold"],
+        "epoch": args.epoch,
+        "work_dir": args.work_dir,
+        "dataset": f"scaling-{rows}",
+        "data": synthetic(rows, MLP["features"], MLP["classes"], seed=0),
+    }
+    out: dict[str, Any] = {"rows": rows, "measured_cpu_s": measured, "single": {}}
+    for slots in mode["slots"]:
+        cell["name"] = f"w{work}-single-{slots}"
+        out["single"][str(slots)] = run_cell(
+            sc, cluster, FixedPolicy({"j": slots}), ["j"], budget=False, cell=cell
+        )
+    for budget in (True, False) if args.full else (True,):
+        cell["name"] = f"w{work}-premise-{'budget' if budget else 'nobudget'}"
+        res = run_cell(
+            sc, cluster, FixedPolicy({"big": 6, "small": 2}), ["big", "small"], budget=budget,
+            cell=cell,
+        )  # fmt: skip
+        it = {j: v["iterations"] for j, v in res["jobs"].items()}
+        res["ratio"] = it["big"] / it["small"] if it["small"] else None
+        out["premise_budget" if budget else "premise_no_budget"] = res
+    if work == 1.0:
+        ids = [f"p{i}" for i in range(mode["policy_jobs"])]
+        for name in ("slaq", "fair"):
+            cell["name"] = f"w{work}-policy-{name}"
+            out[f"policy_{name}"] = run_cell(
+                sc, cluster, load_policy(name), ids, budget=True, cell=cell
+            )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the scaling benchmark and write its JSON (and optionally its figure)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--quick", action="store_true", help="CI smoke: one size, 3 slot counts")
+    parser.add_argument("--hold", type=float, help="seconds per cell (default by mode)")
+    parser.add_argument("--works", help="comma list of one-core CPU s per iteration")
+    parser.add_argument("--epoch", type=float, default=2.0)
+    parser.add_argument("--png", help="also draw the figure here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    mode = dict(MODES["quick" if args.quick else "full"])
+    args.full = not args.quick
+    if args.hold:
+        mode["hold"] = args.hold
+    if args.works:
+        mode["works"] = tuple(float(w) for w in args.works.split(","))
+    t0, load0 = time.monotonic(), os.getloadavg()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="slaq-scaling-") as tmp, signals_as_exceptions():
+        args.work_dir = Path(tmp)
+        with LocalSparkCluster(workers=2, cores_per_worker=4, log_dir=args.work_dir / "logs") as cl:
+            pools = write_pools(args.work_dir / "pools.xml", POOLS)
+            sc = start_spark_context(
+                cl.master_url, total_cores=8, pools_file=pools, auth_secret=cl.secret
+            )
+            try:
+                for work in mode["works"]:
+                    results[str(work)] = run_work_level(sc, cl, work, mode, args)
+                bare = {s: bare_job_s(sc, s, repeats=10) for s in mode["slots"]}
+            finally:
+                stop_spark_context(sc)
+    summary = {
+        "benchmark": "scaling",
+        "mode": "quick" if args.quick else "full",
+        "config": {"hold_s": mode["hold"], "epoch_s": args.epoch, "mlp": MLP},
+        "physical_cpus": len(os.sched_getaffinity(0)),
+        "bare_spark_job_s": {str(k): v for k, v in bare.items()},
+        "results": results,
+        "loadavg_before": load0,
+        "loadavg_after": os.getloadavg(),
+        "duration_s": time.monotonic() - t0,
+        "versions": environment_versions(include_java=True),
+    }
+    write_json_atomic(summary, Path(args.out))
+    log.info("wrote %s", args.out)
+    if args.png:
+        plot_scaling(Path(args.out), Path(args.png))
+    return 0
+
+
+def plot_scaling(json_path: Path, png_path: Path) -> None:
+    """Speed-up and CPUs used against slots per iteration size, beside min(slots, CPUs)."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads(Path(json_path).read_text())
+    cpus = data["physical_cpus"]
+    fig, (ax_speed, ax_cpu) = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
+    slots_all: set[int] = set()
+    for res in data["results"].values():
+        single = {int(s): c for s, c in res["single"].items()}
+        slots = sorted(single)
+        slots_all.update(slots)
+        ipm = [single[s]["jobs"]["j"]["iterations_per_min"] for s in slots]
+        base = ipm[0] / slots[0] if ipm[0] else float("nan")
+        label = f"{res['measured_cpu_s']:.2f} CPU s / iteration"
+        ax_speed.plot(slots, [v / base for v in ipm], marker="o", label=label)
+        ax_cpu.plot(slots, [single[s]["utilisation"]["cpu_busy"] for s in slots], marker="o")
+    xs = sorted(slots_all)
+    for ax in (ax_speed, ax_cpu):
+        ax.plot(xs, [min(s, cpus) for s in xs], "k--", label=f"ideal min(slots, {cpus} CPUs)")
+        ax.set_xlabel("task slots held by the job")
+        ax.set_xticks(xs)
+    ax_speed.set_ylabel("speed-up over 1 slot")
+    ax_cpu.set_ylabel("CPUs busy (run's processes)")
+    handles, labels = ax_speed.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4))
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=150)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

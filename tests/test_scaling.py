@@ -1,0 +1,102 @@
+"""The iteration breakdown (slaq.spark.context) and the scaling benchmark's pure parts."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slaq.blocks import write_blocks
+from slaq.spark.context import IterationTiming, iteration_timing, run_partition
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def scaling(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the benchmark imports its siblings
+    return importlib.import_module("scaling")
+
+
+def _sum_block(params: float, X, y) -> tuple:
+    return (float(X.shape[0]), float(np.sum(X)) * params)
+
+
+def test_run_partition_reports_data_and_compute_and_sums_every_item(tmp_path: Path) -> None:
+    X = np.arange(40, dtype=np.float32).reshape(20, 2)
+    blockset = write_blocks(X, np.zeros(20, np.int32), tmp_path / "b", 4)
+    items = [(0, 0, 5), (1, 1, 4), (3, 0, 5)]
+    [(acc, cpu_s, t0, t1, pid, data_s, compute_s)] = list(
+        run_partition(_sum_block, 2.0, str(blockset.directory), iter(items))
+    )
+    rows = np.concatenate([X[0:5], X[6:9], X[15:20]])
+    assert acc == (13.0, pytest.approx(2.0 * rows.sum()))
+    assert pid == os.getpid()
+    assert t1 >= t0 and cpu_s >= 0.0
+    assert data_s >= 0.0 and compute_s >= 0.0
+    assert data_s + compute_s <= (t1 - t0) + 1e-3
+
+
+def test_iteration_timing_follows_the_task_that_finished_last() -> None:
+    results = [
+        # (sum, cpu_s, t0, t1, pid, data_s, compute_s)
+        ((1.0,), 0.4, 100.2, 100.8, 11, 0.1, 0.4),
+        ((1.0,), 0.5, 100.3, 101.0, 12, 0.05, 0.6),
+        ((1.0,), 0.3, 100.25, 100.6, 11, 0.02, 0.3),
+    ]
+    t = iteration_timing(100.0, 100.1, 101.2, results)
+    assert isinstance(t, IterationTiming)
+    assert (t.tasks, t.pids) == (3, 2)
+    assert t.launch_s == pytest.approx(0.2) and t.first_launch_s == pytest.approx(0.1)
+    assert (t.data_s, t.compute_s, t.task_cpu_s) == (0.05, 0.6, 0.5)
+    assert t.cpu_s == pytest.approx(1.2)
+    phases = t.submit_s + t.launch_s + t.data_s + t.compute_s + t.task_other_s + t.result_s
+    assert phases == pytest.approx(t.t_done - t.t_request)
+
+
+def _timing(t_request: float, t_done: float, compute_s: float) -> IterationTiming:
+    return iteration_timing(
+        t_request, t_request + 0.05, t_done, [((0.0,), 1.0, t_request + 0.1, t_done - 0.1,
+                                                1, 0.0, compute_s)]
+    )  # fmt: skip
+
+
+def test_breakdown_medians_and_driver_gap(scaling) -> None:
+    timings = [_timing(0.0, 1.0, 0.7), _timing(1.2, 2.0, 0.5), _timing(2.3, 3.0, 0.5)]
+    out = scaling.breakdown(timings, hold_end=10.0)
+    assert out["n"] == 2  # the first iteration only anchors the first gap
+    assert out["driver_s"] == pytest.approx(0.25)  # gaps of 0.2 and 0.3
+    assert out["period_s"] == pytest.approx(1.0)
+    assert out["overhead_s"] == pytest.approx(0.5)  # period minus data and compute
+    assert scaling.breakdown(timings, hold_end=2.5)["n"] == 1
+    assert scaling.breakdown(timings[:1], hold_end=10.0) == {}
+
+
+def test_rows_for_scales_with_work(scaling) -> None:
+    small, big = scaling.rows_for(0.3), scaling.rows_for(2.0)
+    assert big > 6 * small
+
+
+def _single(ipm: float, busy: float) -> dict:
+    return {"jobs": {"j": {"iterations_per_min": ipm}}, "utilisation": {"cpu_busy": busy}}
+
+
+def test_plot_scaling_draws_a_png(scaling, tmp_path: Path) -> None:
+    data = {
+        "physical_cpus": 2,
+        "results": {
+            "1.0": {
+                "measured_cpu_s": 1.02,
+                "single": {"1": _single(50, 0.9), "4": _single(90, 1.7), "8": _single(95, 1.8)},
+            }
+        },
+    }
+    src = tmp_path / "scaling.json"
+    src.write_text(json.dumps(data))
+    png = tmp_path / "fig" / "scaling.png"
+    scaling.plot_scaling(src, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
