@@ -160,8 +160,10 @@ def _fit_family(ops, win: Window, warm: np.ndarray) -> tuple[np.ndarray, np.ndar
         s0 = ops.sse(p0, sub)
         # A newest loss far off the warm curve (a plateau ending, a regime change) means
         # its valley may be gone: search afresh rather than track a stale optimum.
-        rms = np.sqrt(s0 / sub.w.sum(axis=1))
-        surprise = np.abs(sub.z[:, 0] - ops.at_latest(p0, sub)) > SURPRISE * rms + 1e-8
+        jump = sub.z[:, 0] - ops.at_latest(p0, sub)  # the newest loss has weight 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rms = np.sqrt(np.maximum(s0 - jump * jump, 0.0) / (sub.w.sum(axis=1) - 1.0))
+        surprise = np.abs(jump) > SURPRISE * rms + 1e-8
         has_warm[warm_rows[surprise | ~np.isfinite(s0)]] = False
         keep = ~surprise & np.isfinite(s0)
         warm_rows, sub = warm_rows[keep], sub.take(np.flatnonzero(keep))

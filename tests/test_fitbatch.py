@@ -137,3 +137,15 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="warm has 0 models for 1 histories"):
         fit_loss_models([np.ones(3)], warm=[])
     assert fit_loss_models([]) == []
+
+
+def test_a_plateau_ending_is_refitted_from_scratch_not_tracked():
+    # Flat for 20 iterations, then a drop: the warm curve (a plateau) cannot explain the new
+    # loss, so the warm fit must equal a cold one instead of a few steps from the old optimum.
+    k = np.arange(1, 31, dtype=float)
+    losses = np.where(k <= 20, 1.0 - 1e-4 * k, 0.9 / (0.3 * (k - 20) + 1.0) + 0.05)
+    before = fit_loss_models([losses[:20]])
+    warm = fit_loss_models([losses[:22]], warm=before)[0]
+    cold = fit_loss_models([losses[:22]])[0]
+    assert warm.family == cold.family
+    np.testing.assert_allclose(warm.params, cold.params, rtol=1e-9)
