@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from slaq.cli_checks import USER_ERRORS, check_out_dir, load_workload_file, require_ok_runs
+from slaq import cli_checks as checks
 from slaq.policy import available_policies, load_policy, parse_policy_args
 from slaq.workload import WorkloadError
 
@@ -30,24 +30,14 @@ def _cmd_policies(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from slaq.sim import (
-        sim_jobs_from_pool,
-        sim_jobs_from_trace,
-        sim_jobs_from_workload,
-        simulate_to_dir,
-    )
+def _sim_jobs(args: argparse.Namespace) -> tuple[list, dict]:
+    """The simulated jobs and a record of where they came from (pool, trace or workload)."""
+    from slaq.sim import sim_jobs_from_pool, sim_jobs_from_trace, sim_jobs_from_workload
     from slaq.traces import read_run, read_trace
 
-    params = parse_policy_args(args.policy_arg)
-    policy = load_policy(args.policy, **params)
-    out = Path(args.out)
-    check_out_dir(out)
-    if args.n_jobs < 1:
-        raise ValueError(f"--n-jobs must be at least 1, got {args.n_jobs}")
-    if not args.epoch > 0:
-        raise ValueError(f"--epoch must be positive, got {args.epoch}")
-    require_ok_runs([Path(d) for d in [*(args.pool or []), *([args.trace] if args.trace else [])]])
+    checks.require_ok_runs(
+        [Path(d) for d in [*(args.pool or []), *([args.trace] if args.trace else [])]]
+    )
     if args.pool:
         pool = [
             j
@@ -64,18 +54,34 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             "work_scale": args.work_scale,
             "overhead_s": args.overhead,
         }
-    elif args.trace:
+        return jobs, source
+    if args.trace:
         recorded = read_run(Path(args.trace))
         jobs = sim_jobs_from_trace(read_trace(Path(args.trace)), recorded.get("jobs"))
-        source = {"trace": str(args.trace)}
         # A replay runs on the cluster the recorded run had, unless told otherwise.
         args.cores = args.cores or int(recorded["cores"])
-    else:
-        if not args.workload:
-            raise WorkloadError("give --workload FILE or --trace RUN_DIR")
-        workload = load_workload_file(args.workload)
-        jobs = sim_jobs_from_workload(workload, args.seed)
-        source = {"workload": str(args.workload), "workload_name": workload.name}
+        return jobs, {"trace": str(args.trace)}
+    if not args.workload:
+        raise WorkloadError("give --workload FILE or --trace RUN_DIR")
+    workload = checks.load_workload_file(args.workload)
+    return sim_jobs_from_workload(workload, args.seed), {
+        "workload": str(args.workload),
+        "workload_name": workload.name,
+    }
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from slaq.sim import simulate_to_dir
+
+    params = parse_policy_args(args.policy_arg)
+    policy = load_policy(args.policy, **params)
+    out = Path(args.out)
+    checks.check_out_dir(out)
+    if args.n_jobs < 1 or not args.epoch > 0:
+        raise ValueError(
+            f"--n-jobs must be at least 1 and --epoch positive, got {args.n_jobs}, {args.epoch}"
+        )
+    jobs, source = _sim_jobs(args)
     if not args.cores or args.cores < 1:
         raise WorkloadError("give --cores N (N >= 1) for a simulation")
     config = {
@@ -152,7 +158,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from slaq.traces import read_run, write_json_atomic
 
     runs = [Path(d) for d in args.runs]
-    require_ok_runs(runs)
+    checks.require_ok_runs(runs)
     policies = [read_run(d).get("policy") for d in runs]
     if len(set(policies)) < len(policies):  # several seeds per policy
         result = compare_seeds(runs, baseline=args.baseline)
@@ -178,7 +184,7 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
     from slaq.traces import write_json_atomic
 
     named = [args.live, args.simulated, *(args.calibrate or []), *(args.predict or [])]
-    require_ok_runs([Path(d) for d in named if d])
+    checks.require_ok_runs([Path(d) for d in named if d])
     if args.calibrate:
         from slaq.fidelity import fidelity_out_of_sample
 
@@ -224,25 +230,12 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of integers"
-        ) from None
-
-
 def _cmd_bench(args: argparse.Namespace) -> int:
     from slaq import bench
     from slaq.traces import write_json_atomic
 
     if args.kind == "overhead":
-        for flag, values in (("--jobs", args.jobs), ("--cores", args.cores)):
-            if not values or min(values) < 1:
-                raise ValueError(f"{flag} needs integers of at least 1, got {values}")
-        if args.repeat < 1 or args.min_cores < 0:
-            raise ValueError("--repeat must be at least 1 and --min-cores at least 0")
+        checks.check_overhead_args(args.jobs, args.cores, args.repeat, args.min_cores)
         result = bench.overhead(
             args.jobs,
             args.cores,
@@ -350,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="scheduler benchmarks")
     p.add_argument("kind", choices=["overhead", "epoch", "prediction"])
-    p.add_argument("--jobs", type=_int_list, default=[100, 1000, 4000])
-    p.add_argument("--cores", type=_int_list, default=[1024, 4096, 16384])
+    p.add_argument("--jobs", type=checks.int_list, default=[100, 1000, 4000])
+    p.add_argument("--cores", type=checks.int_list, default=[1024, 4096, 16384])
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--predictor", default="geometric", choices=["geometric", "curvefit"])
     p.add_argument("--min-cores", type=int, default=0, help="SLAQ floor per job (overhead)")
@@ -389,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except USER_ERRORS as exc:
+    except checks.USER_ERRORS as exc:
         log.error("%s", " ".join(str(exc).split()))  # one line, whatever the message
         return 2
     except KeyboardInterrupt as exc:

@@ -3,6 +3,7 @@ with nothing written (docs/design.md §6)."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,3 +69,24 @@ def load_workload_file(path: str | Path) -> Workload:
                 f"{path}: the workload has no jobs (give a 'jobs:' list with at least one job)"
             ) from None
         raise
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: a comma-separated list of integers."""
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
+
+
+def check_overhead_args(
+    jobs: Sequence[int], cores: Sequence[int], repeat: int, min_cores: int
+) -> None:
+    """Refuse an overhead benchmark with no jobs, no cores, no repeats or a negative floor."""
+    for flag, values in (("--jobs", jobs), ("--cores", cores)):
+        if not values or min(values) < 1:
+            raise ValueError(f"{flag} needs integers of at least 1, got {list(values)}")
+    if repeat < 1 or min_cores < 0:
+        raise ValueError("--repeat must be at least 1 and --min-cores at least 0")

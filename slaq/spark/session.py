@@ -147,17 +147,7 @@ def start_spark_context(
         settings["spark.scheduler.allocation.file"] = str(pools_file)
     for name in SINGLE_THREAD_ENV:
         settings[f"spark.executorEnv.{name}"] = "1"
-    # Every bind address explicit: without SPARK_LOCAL_IP the driver UI listens on every
-    # interface (docs/design.md §7), and attach mode must not default to 0.0.0.0 either.
-    bind = LOOPBACK if is_loopback_master(master_url) else driver_host or route_address(master_url)
-    os.environ["SPARK_LOCAL_IP"] = bind
-    settings["spark.driver.host"] = bind
-    settings["spark.driver.bindAddress"] = bind
-    if auth_secret is not None:
-        # The secret itself reaches the JVM through a private file (driver_secret), never here:
-        # PySpark puts every SparkConf entry on spark-submit's command line.
-        settings["spark.authenticate"] = "true"
-        settings["spark.ui.killEnabled"] = "false"
+    settings.update(_bind_and_auth(master_url, driver_host, auth_secret is not None))
     conf = SparkConf().setMaster(master_url).setAppName(app_name)
     for key, value in settings.items():
         conf.set(key, value)
@@ -171,6 +161,24 @@ def start_spark_context(
         stop_spark_context(sc)
         raise
     return sc
+
+
+def _bind_and_auth(master_url: str, driver_host: str | None, auth: bool) -> dict[str, str]:
+    """Driver settings: one explicit bind address, and authentication on if ``auth``.
+
+    Without SPARK_LOCAL_IP the driver UI listens on every interface (docs/design.md §7), and
+    attach mode must not default to 0.0.0.0 either: loopback for a loopback master, else
+    ``driver_host`` or the address routed to the master. Sets ``SPARK_LOCAL_IP``.
+    """
+    bind = LOOPBACK if is_loopback_master(master_url) else driver_host or route_address(master_url)
+    os.environ["SPARK_LOCAL_IP"] = bind
+    settings = {"spark.driver.host": bind, "spark.driver.bindAddress": bind}
+    if auth:
+        # The secret itself reaches the JVM through a private file (driver_secret), never a
+        # setting: PySpark puts every SparkConf entry on spark-submit's command line.
+        settings["spark.authenticate"] = "true"
+        settings["spark.ui.killEnabled"] = "false"
+    return settings
 
 
 def _create_context(conf: Any, auth_secret: str | None) -> Any:
