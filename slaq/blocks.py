@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -344,10 +345,15 @@ class LocalContext(TrainContext):
         self.rule = ConvergenceRule(max_iter, tol, patience)
         self.objectives: list[float] = []
         self.calls: list[str] = []  # "map_reduce" / "report", to check the protocol
+        # One-core CPU seconds per reported iteration: every map_reduce since the previous
+        # report (line-search trials, and the setup call for the first iteration).
+        self.cpu_s: list[float] = []
+        self._cpu_pending = 0.0
 
     def map_reduce(self, fn: BlockFn, params: Any, blocks: Sequence[int] | None = None) -> tuple:
         """Apply fn(params, X, y) to each listed job-local block and sum the results."""
         local = range(self.n_blocks) if blocks is None else blocks
+        cpu0 = time.process_time()
         acc: tuple | None = None
         for j in local:
             if not 0 <= j < self.n_blocks:
@@ -356,6 +362,7 @@ class LocalContext(TrainContext):
             acc = add_partials(acc, fn(params, X, y))
         if acc is None:
             raise ValueError("map_reduce over no blocks")
+        self._cpu_pending += time.process_time() - cpu0
         self.calls.append("map_reduce")
         return acc
 
@@ -363,6 +370,8 @@ class LocalContext(TrainContext):
         """Record one iteration's objective; raise StopTraining when the rule says stop."""
         self.calls.append("report")
         self.objectives.append(float(objective))
+        self.cpu_s.append(self._cpu_pending)
+        self._cpu_pending = 0.0
         if self.rule.update(objective):
             raise StopTraining(self.rule.reason)
 

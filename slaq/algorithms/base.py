@@ -8,9 +8,15 @@ plain-numpy benchmark and on Spark.
 
 Protocol, in order:
 
-1. At most one *setup* ``map_reduce`` over block 0 only (no report); used by trainers whose
-   initialization needs a look at the data (k-means++ seeding, step-size estimate).
-2. Then strictly alternating: one ``map_reduce`` (an iteration's work), one ``report``.
+1. At most one *setup* ``map_reduce`` (no report); used by trainers whose initialization needs
+   a look at the data (k-means++ seeding from a sample of every block).
+2. Then iterations: one or more ``map_reduce`` calls (an evaluation of the start point, line-search
+   trials) followed by exactly one ``report`` of the objective at the model the trainer holds
+   after the iteration (docs/design.md §2). Contexts charge an iteration the CPU of every
+   ``map_reduce`` since the previous report, setup included for the first iteration.
+
+Block functions return tuples whose entries are floats or numpy arrays (summed elementwise) or
+lists (concatenated in block order, used for row samples).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import minimize
+
+from slaq.algorithms.optim import evaluate_point, quasi_newton
 
 BlockFn = Callable[[Any, np.ndarray, np.ndarray], tuple]
 """fn(params, X, y) -> tuple of floats / arrays; must be a picklable module-level function."""
@@ -42,7 +49,7 @@ class TrainContext(Protocol):
 
     def map_reduce(self, fn: BlockFn, params: Any, blocks: Sequence[int] | None = None) -> tuple:
         """Apply fn(params, X, y) to each listed block (all if None) and return the elementwise
-        sum of the returned tuples (entries are floats or numpy arrays)."""
+        sum of the returned tuples (floats/arrays add, lists concatenate in block order)."""
         ...
 
     def report(self, objective: float) -> None:
@@ -142,8 +149,8 @@ class Trainer(ABC):
 
     @abstractmethod
     def run(self, ctx: TrainContext) -> None:
-        """Train until StopTraining or own convergence; each iteration = exactly one
-        ctx.map_reduce(...) followed by exactly one ctx.report(objective)."""
+        """Train until StopTraining or own convergence; each iteration = one or more
+        ctx.map_reduce(...) calls followed by exactly one ctx.report(objective)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,98 +205,26 @@ class ParamLayout:
         return out
 
 
-def run_lbfgs(
+def run_quasi_newton(
     ctx: TrainContext,
     x0: np.ndarray,
     evaluate: Callable[[np.ndarray], tuple[float, np.ndarray]],
-) -> np.ndarray:
-    """Minimize with scipy's L-BFGS-B, one ctx.map_reduce + one ctx.report per evaluation.
+    hold: Callable[[np.ndarray], None],
+    dense: bool | None = None,
+) -> None:
+    """Minimize by (L-)BFGS; report once per accepted step, after handing it to ``hold``.
 
-    ``evaluate(theta)`` must do exactly one map_reduce and return (objective, gradient).
-    Returns the best point evaluated: a StopTraining raised in a line search must not leave
-    the trainer holding a trial point that is worse than one it already had.
+    ``evaluate(theta)`` does exactly one map_reduce and returns (objective, gradient). The start
+    point's evaluation and every line-search trial are work of the iteration they precede, not
+    iterations (docs/design.md §2), so the job always holds the model whose objective it last
+    reported, even when StopTraining interrupts a line search.
     """
-    best_f = math.inf
-    best_x = np.array(x0, dtype=np.float64, copy=True)
+    start = evaluate_point(evaluate, x0)
+    hold(start.x)
 
-    def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        nonlocal best_f, best_x
-        f, g = evaluate(theta)
-        if f < best_f:
-            best_f, best_x = f, np.array(theta, copy=True)
-        ctx.report(f)
-        return f, g
+    def on_step(point: Any) -> None:
+        hold(point.x)
+        ctx.report(point.f)
 
-    # The context owns the iteration budget and the tolerance: scipy's own limits are set out
-    # of the way so that runs stop for the same reason on every executor.
     with contextlib.suppress(StopTraining):
-        minimize(
-            fun,
-            best_x.copy(),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": 10**9, "maxfun": 10**9, "ftol": 1e-12, "gtol": 1e-9},
-        )
-    return best_x
-
-
-def lambda_max_block(params: tuple[int, int], X: np.ndarray, y: np.ndarray) -> tuple:
-    """Setup block fn: largest eigenvalue of the intercept-augmented Gram/m of a row sample.
-
-    Runs on the executor so only a scalar travels back; the step-size rules derive their
-    Lipschitz constants from it.
-    """
-    m, seed = params
-    n = X.shape[0]
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(n, size=min(int(m), n), replace=False))
-    S = as_f64(X[idx])
-    rows = S.shape[0]
-    v = rng.standard_normal(S.shape[1] + 1)
-    lam = 0.0
-    for _ in range(100):
-        u = dense(S @ v[:-1]).ravel() + v[-1]
-        w = np.empty_like(v)
-        w[:-1] = dense(S.T @ u).ravel()
-        w[-1] = u.sum()
-        w /= rows
-        new = float(np.linalg.norm(w))
-        if new == 0.0:
-            break
-        v = w / new
-        if abs(new - lam) <= 1e-6 * new:
-            lam = new
-            break
-        lam = new
-    return (lam,)
-
-
-def sample_lipschitz(ctx: TrainContext, seed: int, m: int = 2048) -> float:
-    """Setup call: estimate lambda_max(X_aug^T X_aug / n) from a row sample of block 0."""
-    (lam,) = ctx.map_reduce(lambda_max_block, (m, seed), [0])
-    # A sample can underestimate the full-data eigenvalue; 1.5x keeps steps safely below 2/L.
-    return 1.5 * max(float(lam), 1e-12)
-
-
-def kmeanspp_block(params: tuple[int, int, int], X: np.ndarray, y: np.ndarray) -> tuple:
-    """Setup block fn: k-means++ seeding (one trial per center) on a row sample of the block.
-
-    Returns (centers, per-feature variance of the sample); both float64.
-    """
-    k, m, seed = params
-    n = X.shape[0]
-    if k > n:
-        raise ValueError(f"cannot seed {k} clusters from a block of {n} rows")
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(n, size=min(max(int(m), k), n), replace=False))
-    S = dense(as_f64(X[idx]))
-    sq = np.einsum("ij,ij->i", S, S)
-    centers = np.empty((k, S.shape[1]))
-    centers[0] = S[rng.integers(S.shape[0])]
-    d2 = np.maximum(sq - 2 * S @ centers[0] + centers[0] @ centers[0], 0.0)
-    for j in range(1, k):
-        total = d2.sum()
-        pick = rng.integers(S.shape[0]) if total <= 0 else rng.choice(S.shape[0], p=d2 / total)
-        centers[j] = S[pick]
-        d2 = np.minimum(d2, np.maximum(sq - 2 * S @ centers[j] + centers[j] @ centers[j], 0.0))
-    return centers, S.var(axis=0)
+        quasi_newton(evaluate, start, on_step, dense)

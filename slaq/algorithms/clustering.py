@@ -1,8 +1,10 @@
 """Clustering: k-means (Lloyd) and diagonal-covariance Gaussian mixtures (EM).
 
-Both seed from a k-means++ pass over a sample of block 0 (one setup call that is not an
-iteration). Each iteration is one pass that scores the current parameters (the reported
-objective) and collects the sufficient statistics of the update.
+Both seed from a seeded row sample of *every* block (one setup call that is not an iteration):
+greedy k-means++ plus Lloyd on the sample, best of a few draws. A pass scores the current
+parameters and yields the next ones, so the objective of a step's result is only known one
+pass later: iteration t reports the objective of the parameters it holds (those of step t),
+measured by the pass that also computes step t+1 (docs/design.md §2).
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from slaq.algorithms.base import (
     Trainer,
     as_f64,
     dense,
-    kmeanspp_block,
     logsumexp_rows,
     squared,
 )
+from slaq.algorithms.seeding import sample_rows_block, seed_clusters
 
 VAR_FLOOR = 1e-6
-SEED_SAMPLE_ROWS = 2048
+SEED_SAMPLE_ROWS = 8192
 
 
 def _row_sq_norms(X: Any) -> np.ndarray:
@@ -81,34 +83,46 @@ class _Clustering(Trainer):
             raise ValueError(f"{self.algorithm}: params k={k} but n_outputs={self.n_outputs}")
         self.k = int(k)
 
-    def _seed(self, ctx: TrainContext) -> tuple[np.ndarray, np.ndarray]:
-        centers, var = ctx.map_reduce(kmeanspp_block, (self.k, SEED_SAMPLE_ROWS, self.seed), [0])
-        return np.asarray(centers, np.float64), np.asarray(var, np.float64)
+    def _seed(self, ctx: TrainContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(centers, per-cluster variances, weights) from a seeded sample of all blocks."""
+        rate = min(1.0, max(SEED_SAMPLE_ROWS, 4 * self.k) / max(ctx.n_rows, 1))
+        (rows,) = ctx.map_reduce(sample_rows_block, (rate, self.seed))
+        sample = np.concatenate(rows) if rows else np.empty((0, self.n_features))
+        if sample.shape[0] < self.k:
+            raise ValueError(
+                f"{self.algorithm}: k={self.k} clusters but only {sample.shape[0]} rows sampled"
+                f" from {ctx.n_rows}"
+            )
+        return seed_clusters(sample, self.k, self.seed)
 
 
 class KMeansTrainer(_Clustering):
-    """Lloyd's k-means; objective = WCSS of the centers before each update."""
+    """Lloyd's k-means; objective = WCSS of the centers the job holds."""
 
     algorithm: ClassVar[str] = "kmeans"
 
     def run(self, ctx: TrainContext) -> None:
         """One assignment+sum pass per iteration; stops itself when centers stop moving."""
-        centers, _ = self._seed(ctx)
+        centers, _, _ = self._seed(ctx)
         self.init_centers = centers.copy()
         self.result = centers
+        reported = False
         try:
+            counts, sums, wcss = ctx.map_reduce(kmeans_block, centers)
             while True:
-                counts, sums, wcss = ctx.map_reduce(kmeans_block, centers)
                 # An empty cluster keeps its old center (no data to move it).
                 nonempty = counts > 0
                 new = centers.copy()
                 new[nonempty] = sums[nonempty] / counts[nonempty, None]
-                # A Lloyd update never raises the WCSS, so the updated centers are the result.
-                self.result = new
-                ctx.report(wcss)
                 if np.array_equal(new, centers):
+                    if not reported:  # the seeding was already a fixed point of Lloyd
+                        ctx.report(wcss)
                     return
+                counts, sums, wcss = ctx.map_reduce(kmeans_block, new)
                 centers = new
+                self.result = centers
+                ctx.report(wcss)
+                reported = True
         except StopTraining:
             pass
 
@@ -123,27 +137,30 @@ class GMMTrainer(_Clustering):
         super()._validate()
         self.var_floor = self._positive("var_floor")
 
+    def _m_step(self, nk: np.ndarray, sx: np.ndarray, sxx: np.ndarray) -> tuple:
+        # The tiny additive guard (as scikit-learn) only matters for empty components.
+        nk_safe = nk + 10.0 * np.finfo(np.float64).eps
+        means = sx / nk_safe[:, None]
+        variances = np.maximum(sxx / nk_safe[:, None] - means**2, self.var_floor)
+        return means, variances, nk_safe / nk_safe.sum()
+
     def run(self, ctx: TrainContext) -> None:
         """One E-step+statistics pass per iteration, M-step on the driver."""
-        means, var = self._seed(ctx)
-        # A feature that happens to be constant in the seeding sample would start with the
-        # floor variance and give rows elsewhere an astronomically large first NLL, which then
-        # dominates SLAQ's normalization by the largest drop; start it at a tenth of the mean.
+        means, var, weights = self._seed(ctx)
+        # A feature that is constant inside a sampled cluster would start at the floor
+        # variance and give rows elsewhere an astronomically large likelihood penalty; start
+        # every variance at least at a tenth of the sample's mean variance.
         var = np.maximum(var, 0.1 * float(var.mean()))
-        variances = np.tile(np.maximum(var, self.var_floor), (self.k, 1))
-        weights = np.full(self.k, 1.0 / self.k)
-        self.init_params = (means.copy(), variances.copy(), weights.copy())
+        params = (means, np.maximum(var, self.var_floor), weights)
+        self.init_params = tuple(a.copy() for a in params)
         self.result = self.init_params
         try:
+            _, nk, sx, sxx, _ = ctx.map_reduce(gmm_block, params)
             while True:
-                n, nk, sx, sxx, ll = ctx.map_reduce(gmm_block, (means, variances, weights))
-                # The tiny additive guard (as scikit-learn) only matters for empty components.
-                nk_safe = nk + 10.0 * np.finfo(np.float64).eps
-                new_means = sx / nk_safe[:, None]
-                new_var = np.maximum(sxx / nk_safe[:, None] - new_means**2, self.var_floor)
-                means, variances, weights = new_means, new_var, nk_safe / nk_safe.sum()
-                # EM never lowers the likelihood, so the updated parameters are the result.
-                self.result = (means, variances, weights)
+                params = self._m_step(nk, sx, sxx)
+                n, nk, sx, sxx, ll = ctx.map_reduce(gmm_block, params)
+                # EM never lowers the likelihood; -ll/n is the objective of the held params.
+                self.result = params
                 ctx.report(-ll / n)
         except StopTraining:
             pass

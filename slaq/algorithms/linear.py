@@ -1,4 +1,4 @@
-"""Linear models: logistic regression (L-BFGS and SGD), linear SVM (sub-gradient), ridge (GD).
+"""Linear models: logistic regression (BFGS and SGD), linear SVM (nonsmooth BFGS), ridge (BFGS).
 
 Block functions return raw sums over their rows, including the row count, so the driver can
 divide by the number of rows actually visited (mini-batches visit a subset of blocks).
@@ -20,8 +20,7 @@ from slaq.algorithms.base import (
     as_f64,
     dense,
     logsumexp_rows,
-    run_lbfgs,
-    sample_lipschitz,
+    run_quasi_newton,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +107,7 @@ class LogRegTrainer(_LinearModel):
         self.reg = self._positive("reg", allow_zero=True)
 
     def run(self, ctx: TrainContext) -> None:
-        """L-BFGS; every loss+gradient evaluation is one iteration."""
+        """Quasi-Newton with a Wolfe line search; one report per accepted step."""
         w0, b0 = self._zeros()
         layout = ParamLayout([np.shape(w0), np.shape(b0)])
         fn, reg = self._block_fn(), self.reg
@@ -120,8 +119,11 @@ class LogRegTrainer(_LinearModel):
             f = loss / n + 0.5 * reg * float(np.sum(W * W))
             return f, layout.pack([gW / n + reg * W, np.asarray(gb) / n])
 
-        W, b = layout.unpack(run_lbfgs(ctx, layout.pack([w0, b0]), evaluate))
-        self.result = (W.copy(), float(b) if self._scalar_output else b.copy())
+        def hold(theta: np.ndarray) -> None:
+            W, b = layout.unpack(theta.copy())
+            self.result = (W, float(b) if self._scalar_output else b)
+
+        run_quasi_newton(ctx, layout.pack([w0, b0]), evaluate, hold)
 
 
 class LogRegSGDTrainer(_LinearModel):
@@ -144,7 +146,8 @@ class LogRegSGDTrainer(_LinearModel):
         self.batch_fraction = self._fraction("batch_fraction")
 
     def run(self, ctx: TrainContext) -> None:
-        """One mini-batch of whole blocks per iteration; reports that batch's objective."""
+        """One mini-batch of whole blocks per iteration; reports that batch's objective at the
+        model held (an estimate: the full objective would cost a full pass)."""
         lr0 = self.lr
         W, b = self._zeros()
         fn = self._block_fn()
@@ -157,23 +160,27 @@ class LogRegSGDTrainer(_LinearModel):
                 batch = _draw_batch(rng, ctx.n_blocks, m)
                 n, loss, gW, gb = ctx.map_reduce(fn, (W, b), batch)
                 objective = loss / n + 0.5 * self.reg * float(np.sum(W * W))
+                # The batch objective was measured at (W, b): hold that model while reporting it
+                # (the step below is the next iteration's model).
+                self.result = (W, b)
+                ctx.report(objective)
                 step = lr0 / math.sqrt(t)
                 W = W - step * (gW / n + self.reg * W)
                 b = b - step * (gb / n)
-                self.result = (W, b)
-                ctx.report(objective)
         except StopTraining:
             pass
 
 
 class SVMTrainer(Trainer):
-    """Linear SVM: mean hinge + reg/2 ||w||^2 by mini-batch sub-gradient descent (Pegasos).
+    """Linear SVM: mean hinge + reg/2 ||w||^2 (intercept regularized, as LIBLINEAR).
 
-    The intercept is an implicit constant-1 feature and is regularized with w (as LIBLINEAR
-    does): the problem stays strongly convex, which is what Pegasos' 1/(reg t) step needs.
-    Default step: Pegasos 1/(reg t) with projection onto the ball of radius 1/sqrt(reg);
-    with ``lr`` set: lr/sqrt(t) (MLlib's SVMWithSGD rule). The reported objective is the
-    batch objective at the current iterate.
+    Default: full-batch BFGS on the hinge objective itself with a weak-Wolfe line search
+    (Lewis & Overton 2013). Smoothing the hinge would make the optimizer minimize another
+    function than the one reported; this method needs only a subgradient, accepts only steps
+    that lower the true objective (so the curve is monotone), and reaches a 1e-3 relative gap
+    in a few hundred iterations where Pegasos' 1/(reg t) step needed tens of thousands.
+    With ``lr`` set or ``batch_fraction`` < 1: mini-batch sub-gradient steps lr/sqrt(t)
+    (MLlib's SVMWithSGD), or Pegasos' 1/(reg t) with projection when ``lr`` is None.
     """
 
     algorithm: ClassVar[str] = "svm"
@@ -187,7 +194,27 @@ class SVMTrainer(Trainer):
         self.batch_fraction = self._fraction("batch_fraction")
 
     def run(self, ctx: TrainContext) -> None:
-        """Sub-gradient steps; one (mini-)batch map_reduce per iteration."""
+        """BFGS by default; the stochastic sub-gradient rule when asked for."""
+        if self.lr is None and self.batch_fraction == 1.0:
+            self._run_bfgs(ctx)
+        else:
+            self._run_subgradient(ctx)
+
+    def _run_bfgs(self, ctx: TrainContext) -> None:
+        reg, d = self.reg, self.n_features
+
+        def evaluate(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            w, b = theta[:d], float(theta[d])
+            n, loss, gw, gb = ctx.map_reduce(hinge_block, (w, b))
+            f = loss / n + 0.5 * reg * float(theta @ theta)
+            return f, np.concatenate([gw / n, [gb / n]]) + reg * theta
+
+        def hold(theta: np.ndarray) -> None:
+            self.result = (theta[:d].copy(), float(theta[d]))
+
+        run_quasi_newton(ctx, np.zeros(d + 1), evaluate, hold)
+
+    def _run_subgradient(self, ctx: TrainContext) -> None:
         w, b = np.zeros(self.n_features), 0.0
         rng = np.random.default_rng(self.seed)
         m = max(1, round(self.batch_fraction * ctx.n_blocks))
@@ -198,29 +225,27 @@ class SVMTrainer(Trainer):
                 t += 1
                 batch = None if m == ctx.n_blocks else _draw_batch(rng, ctx.n_blocks, m)
                 n, loss, gw, gb = ctx.map_reduce(hinge_block, (w, b), batch)
-                objective = loss / n + 0.5 * self.reg * (float(w @ w) + b * b)
+                # The (batch) objective is the one of the model held while reporting it.
+                self.result = (w, b)
+                ctx.report(loss / n + 0.5 * self.reg * (float(w @ w) + b * b))
                 step = 1.0 / (self.reg * t) if self.lr is None else self.lr / math.sqrt(t)
                 w = w - step * (gw / n + self.reg * w)
                 b = b - step * (gb / n + self.reg * b)
                 if self.lr is None:
-                    # Pegasos projection: the optimum lies in this ball, and clipping the huge
-                    # first steps of 1/(reg t) keeps early iterates sensible.
+                    # Pegasos projection: the optimum lies in this ball.
                     norm = math.sqrt(float(w @ w) + b * b)
                     if norm > radius:
                         w, b = w * (radius / norm), b * (radius / norm)
-                self.result = (w, b)
-                ctx.report(objective)
         except StopTraining:
             pass
 
 
 class LinRegTrainer(Trainer):
-    """Ridge regression (mean squared error / 2 + reg/2 ||w||^2, free intercept) by full GD.
+    """Ridge regression (mean squared error / 2 + reg/2 ||w||^2, free intercept) by BFGS.
 
-    Step: ``lr`` if given, else 1/L with L estimated from a sample of block 0 (one setup
-    call). No backtracking (it would cost extra Spark jobs); instead, if an iteration's
-    objective rises, the next one restarts from the previous point with half the step, which
-    reuses that point's already-known gradient.
+    A smooth convex problem: quasi-Newton with a Wolfe line search, as a practitioner would
+    run scipy's L-BFGS. ``lr`` is accepted for old configs and ignored (the line search picks
+    the step).
     """
 
     algorithm: ClassVar[str] = "linreg"
@@ -233,25 +258,19 @@ class LinRegTrainer(Trainer):
         self.lr = None if self.params["lr"] is None else self._positive("lr")
 
     def run(self, ctx: TrainContext) -> None:
-        """Full-batch gradient descent, one map_reduce per iteration."""
-        lr = self.lr if self.lr is not None else 1.0 / (sample_lipschitz(ctx, self.seed) + self.reg)
-        w, b = np.zeros(self.n_features), 0.0
-        best: tuple[float, np.ndarray, float, np.ndarray, float] | None = None
-        try:
-            while True:
-                n, loss, gw, gb = ctx.map_reduce(squared_block, (w, b))
-                objective = loss / n + 0.5 * self.reg * float(w @ w)
-                gw, gb = gw / n + self.reg * w, gb / n
-                if best is None or objective <= best[0]:
-                    best = (objective, w, b, gw, gb)
-                    self.result = (w, b)
-                else:
-                    lr *= 0.5
-                _, w0, b0, g0w, g0b = best
-                w, b = w0 - lr * g0w, b0 - lr * g0b
-                ctx.report(objective)
-        except StopTraining:
-            pass
+        """Quasi-Newton over (w, b); one report per accepted step."""
+        reg, d = self.reg, self.n_features
+
+        def evaluate(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            w, b = theta[:d], float(theta[d])
+            n, loss, gw, gb = ctx.map_reduce(squared_block, (w, b))
+            f = loss / n + 0.5 * reg * float(w @ w)
+            return f, np.concatenate([gw / n + reg * w, [gb / n]])
+
+        def hold(theta: np.ndarray) -> None:
+            self.result = (theta[:d].copy(), float(theta[d]))
+
+        run_quasi_newton(ctx, np.zeros(d + 1), evaluate, hold)
 
 
 def _draw_batch(rng: np.random.Generator, n_blocks: int, m: int) -> list[int]:

@@ -246,9 +246,14 @@ class SparkTrainContext:
                 self.gate.balance_s -= cpu
         self.cpu_s_total += cpu
         self.wait_s_total += wait_s
-        # A setup call (no report follows) is simply overwritten by the next iteration's call;
-        # its CPU time was still charged to the budget above.
-        self._pending = IterationStats(t0, t1, tasks, tasks if not native else cores, cpu, wait_s)
+        # An iteration may take several map_reduce calls (setup, line-search trials): it
+        # starts with the first one since the last report and is charged all of their CPU.
+        prev = self._pending
+        if prev is None:
+            used = tasks if not native else cores
+            self._pending = IterationStats(t0, t1, tasks, used, cpu, wait_s)
+        else:
+            prev.t_end_s, prev.cpu_s, prev.wait_s = t1, prev.cpu_s + cpu, prev.wait_s + wait_s
         if acc is None:
             raise ValueError("map_reduce produced no partial results")
         return acc
