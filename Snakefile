@@ -11,7 +11,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
-min_version("8.0")
+min_version("9.0")
 
 
 # Each config file is complete on its own. Snakemake deep-merges --configfile over the

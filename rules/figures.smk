@@ -1,3 +1,5 @@
+import os
+
 # Stage 4, figures: one rule over a table of figures, all written under results/. The
 # committed reference figures (reference_dir) change only through the reference_figures target.
 
@@ -49,9 +51,11 @@ rule figure:
 # outside results_dir, so a default run leaves the checkout clean.
 rule reference_figures:
     input:
-        figure_files(),
+        figures=figure_files(),
+        summary=f"{R}/summary.md",
     output:
-        figure_files(directory=config["reference_dir"]),
+        figures=figure_files(directory=config["reference_dir"]),
+        summary=f"{config['reference_dir']}/summary.md",
     log:
         f"{R}/logs/reference-figures.log",
     benchmark:
@@ -60,6 +64,10 @@ rule reference_figures:
         "../config/environment.yaml"
     threads: 1
     params:
-        dest=lambda wc, output: Path(output[0]).parent,
+        dest=lambda wc, output: Path(output.summary).parent,
+        figdir=lambda wc: os.path.relpath(F, R),
+    # The reference summary sits beside the reference figures, so its figure links drop the
+    # results-relative folder.
     shell:
-        "for f in {input}; do cp -v $f {params.dest}/; done > {log} 2>&1"
+        "for f in {input.figures}; do cp -v $f {params.dest}/; done > {log} 2>&1"
+        " && sed 's#]({params.figdir}/#](#g' {input.summary} > {output.summary}"
