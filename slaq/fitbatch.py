@@ -37,8 +37,9 @@ SSE_FLOOR = 1e-16
 COLD_ITERATIONS = 40
 KEEP_RATIO = 10.0
 WARM_ITERATIONS = 10
-# Newest-loss residual, in RMS residuals of the warm fit, above which a row is refitted cold.
-SURPRISE = 4.0
+# Newest-loss residual, in RMS residuals of the warm fit, above which a row is refitted cold
+# (far beyond noise: a cold fit has a fixed cost of a few ms however few rows it has).
+SURPRISE = 6.0
 DAMPING = 1e-3  # initial Marquardt damping (relative to the diagonal)
 _PROBE = np.array([1.0, 10.0, 100.0])
 
@@ -74,7 +75,11 @@ def fit_loss_models(
     if predictor == "curvefit" and rows.size:
         win = _window(arrays, lengths, rows)
         starts = public_params(warm, win.rows)
-        fits = {family: _fit_family(ops, win, starts[family]) for family, ops in FAMILY_OPS.items()}
+        new_losses = np.maximum(win.k_last - np.nan_to_num(starts["fitted_at"]), 1.0)
+        fits = {
+            family: _fit_family(ops, win, starts[family], new_losses)
+            for family, ops in FAMILY_OPS.items()
+        }
         _choose(models, win, fits)
     # The geometric rule: the predictor itself, or the fallback where no curve fit is usable.
     rest = [i for i, m in enumerate(models) if m is None]
@@ -90,25 +95,27 @@ def _as_1d(values) -> np.ndarray:
 def public_params(
     warm: Sequence[LossModel | None] | None, rows: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Each family's public parameters in the warm models of ``rows`` (NaN where none).
+    """Each family's public parameters in the warm models of ``rows`` (NaN where none), and
+    the iteration each warm model was fitted at (``fitted_at``).
 
     A :class:`FittedLossModel` carries both families' fits, so both start warm; any other
     model warms only its own family.
     """
     nan7 = (math.nan,) * 7
-    table = np.full((rows.size, 7), np.nan)
+    table = np.full((rows.size, 8), np.nan)
     if warm is not None:
         models = [warm[i] for i in rows.tolist()]
         # One comprehension and one array: per-model Python work dominates at 4,000 jobs.
-        table[:] = [getattr(m, "both", nan7) for m in models]
+        table[:, :7] = [getattr(m, "both", nan7) for m in models]
+        table[:, 7] = [m.fitted_at if m is not None else 0.0 for m in models]
         others = [j for j, m in enumerate(models) if m is not None and type(m) is LossModel]
         for j in others:
             m = models[j]
             if m.family == "sublinear" and len(m.params) == 4:
                 table[j, :4] = m.params
             elif m.family == "exponential" and len(m.params) == 3:
-                table[j, 4:] = m.params
-    return {"sublinear": table[:, :4], "exponential": table[:, 4:]}
+                table[j, 4:7] = m.params
+    return {"sublinear": table[:, :4], "exponential": table[:, 4:7], "fitted_at": table[:, 7]}
 
 
 def _window(arrays: list[np.ndarray], lengths: np.ndarray, rows: np.ndarray) -> Window:
@@ -143,7 +150,9 @@ def _window(arrays: list[np.ndarray], lengths: np.ndarray, rows: np.ndarray) -> 
     )
 
 
-def _fit_family(ops, win: Window, warm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fit_family(
+    ops, win: Window, warm: np.ndarray, new_losses: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Fitted parameters and weighted SSE (in z units) of one family for every row.
 
     Rows with a warm model of this family start from it alone; the others from the family's
@@ -158,12 +167,7 @@ def _fit_family(ops, win: Window, warm: np.ndarray) -> tuple[np.ndarray, np.ndar
         sub = win.take(warm_rows)
         p0 = ops.project(guess[warm_rows], sub)
         s0 = ops.sse(p0, sub)
-        # A newest loss far off the warm curve (a plateau ending, a regime change) means
-        # its valley may be gone: search afresh rather than track a stale optimum.
-        jump = sub.z[:, 0] - ops.at_latest(p0, sub)  # the newest loss has weight 1
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rms = np.sqrt(np.maximum(s0 - jump * jump, 0.0) / (sub.w.sum(axis=1) - 1.0))
-        surprise = np.abs(jump) > SURPRISE * rms + 1e-8
+        surprise = _surprised(ops.residuals(p0, sub), sub, new_losses[warm_rows])
         has_warm[warm_rows[surprise | ~np.isfinite(s0)]] = False
         keep = ~surprise & np.isfinite(s0)
         warm_rows, sub = warm_rows[keep], sub.take(np.flatnonzero(keep))
@@ -174,6 +178,21 @@ def _fit_family(ops, win: Window, warm: np.ndarray) -> tuple[np.ndarray, np.ndar
     if cold_rows.size:
         params[cold_rows], sse[cold_rows] = _cold(ops, win.take(cold_rows))
     return params, sse
+
+
+def _surprised(resid: np.ndarray, win: Window, new: np.ndarray) -> np.ndarray:
+    """Rows whose losses since the warm fit lie far off the warm curve.
+
+    A plateau ending or a change of regime leaves the warm optimum's valley behind: such rows
+    are searched afresh rather than tracked. Far means more than ``SURPRISE`` times the RMS
+    residual of the points the warm model had already seen.
+    """
+    fresh = np.arange(win.z.shape[1])[None, :] < new[:, None]
+    old_w = np.where(fresh, 0.0, win.w)
+    with np.errstate(all="ignore"):
+        rms = np.sqrt((old_w * resid * resid).sum(axis=1) / old_w.sum(axis=1))
+        jump = np.where(fresh & win.mask, np.abs(resid), 0.0).max(axis=1)
+        return ~(jump <= SURPRISE * rms + 1e-8)
 
 
 def _cold(ops, win: Window) -> tuple[np.ndarray, np.ndarray]:

@@ -174,21 +174,21 @@ class Sublinear:
             out[:, i] = np.maximum(out[:, i], lower)
         return out
 
-    def at_latest(self, p: np.ndarray, win: Window) -> np.ndarray:
-        """The curve at the newest loss (``v = 0``)."""
-        with np.errstate(all="ignore"):
-            return 1.0 / self.window_poly(p, win)[2] + p[:, 3]
-
     def _inverse_q(self, p: np.ndarray, win: Window) -> np.ndarray:
         al, be, ga = self.window_poly(p, win)
         q = (al[:, None] * win.v + be[:, None]) * win.v + ga[:, None]
         # Padded columns may lie at k <= 0 where Q can vanish; their weight is 0 anyway.
         return 1.0 / np.where(win.mask, q, 1.0)
 
+    def residuals(self, p: np.ndarray, win: Window) -> np.ndarray:
+        """Curve minus loss at every window point, shape (J, W)."""
+        with np.errstate(all="ignore"):
+            return self._inverse_q(p, win) + (p[:, 3:4] - win.z)
+
     def sse(self, p: np.ndarray, win: Window) -> np.ndarray:
         """Weighted squared error of every row."""
+        r = self.residuals(p, win)
         with np.errstate(all="ignore"):
-            r = self._inverse_q(p, win) + (p[:, 3:4] - win.z)
             out = (win.w * r * r).sum(axis=1)
         return np.where(np.isfinite(out), out, np.inf)
 
@@ -287,10 +287,6 @@ class Exponential:
         rho = np.clip(p[:, 1], _RHO_MIN, _RHO_MAX)
         return np.column_stack([np.maximum(p[:, 0], 1e-300), rho, p[:, 2]])
 
-    def at_latest(self, p: np.ndarray, win: Window) -> np.ndarray:
-        """The curve at the newest loss (``v = 0``)."""
-        return p[:, 0] + p[:, 2]
-
     @staticmethod
     def _powers(p: np.ndarray, win: Window) -> np.ndarray:
         # e^(rho v) at v = m / h is q^m with q = e^(rho / h): doubling products instead of a
@@ -307,10 +303,15 @@ class Exponential:
                 q = q * q
         return out
 
+    def residuals(self, p: np.ndarray, win: Window) -> np.ndarray:
+        """Curve minus loss at every window point, shape (J, W)."""
+        with np.errstate(all="ignore"):
+            return p[:, 0:1] * self._powers(p, win) + (p[:, 2:3] - win.z)
+
     def sse(self, p: np.ndarray, win: Window) -> np.ndarray:
         """Weighted squared error of every row."""
+        r = self.residuals(p, win)
         with np.errstate(all="ignore"):
-            r = p[:, 0:1] * self._powers(p, win) + (p[:, 2:3] - win.z)
             out = (win.w * r * r).sum(axis=1)
         return np.where(np.isfinite(out), out, np.inf)
 
