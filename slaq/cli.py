@@ -19,7 +19,7 @@ from slaq.workload import WorkloadError
 log = logging.getLogger("slaq")
 
 # Modules that add their own sub-commands with ``add_subcommands(subparsers)``.
-PLUGIN_MODULES = ("slaq.datasets", "slaq.spark.cli", "slaq.sweep_cli")
+PLUGIN_MODULES = ("slaq.datasets", "slaq.spark.cli", "slaq.sweep_cli", "slaq.curves_cli")
 
 
 def _cmd_policies(args: argparse.Namespace) -> int:

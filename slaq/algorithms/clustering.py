@@ -1,7 +1,7 @@
 """Clustering: k-means (Lloyd) and diagonal-covariance Gaussian mixtures (EM).
 
 Both seed from a seeded row sample of *every* block (one setup call that is not an iteration):
-greedy k-means++ plus Lloyd on the sample, best of a few draws. A pass scores the current
+greedy k-means++ on the sample, best of a few draws. A pass scores the current
 parameters and yields the next ones, so the objective of a step's result is only known one
 pass later: iteration t reports the objective of the parameters it holds (those of step t),
 measured by the pass that also computes step t+1 (docs/design.md §2).
@@ -27,7 +27,7 @@ from slaq.algorithms.base import (
 from slaq.algorithms.seeding import sample_rows_block, seed_clusters
 
 VAR_FLOOR = 1e-6
-SEED_SAMPLE_ROWS = 8192
+SEED_SAMPLE_ROWS = 4096
 
 
 def _row_sq_norms(X: Any) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Cluster seeding from a seeded row sample of every block (k-means++ and Lloyd on the sample).
+"""Cluster seeding from a seeded row sample of every block (greedy k-means++ on the sample).
 
 Block 0 alone is a biased, small sample (38 rows of digits with 48 blocks); the setup pass
 instead draws each row of every block with the same probability. Each block's generator is
@@ -18,8 +18,9 @@ import scipy.sparse as sp
 
 from slaq.algorithms.base import as_f64, dense
 
-SEED_DRAWS = 3
-SAMPLE_LLOYD_ITERS = 50
+# Best of 5 draws by sample cost: 10/10 seeds within 2% of scikit-learn's best of 50 on digits
+# k=5 (3 draws: 9/10) and on a 5,000-row Fashion-MNIST k=16.
+SEED_DRAWS = 5
 
 
 def _block_digest(X: Any) -> int:
@@ -71,32 +72,25 @@ def kmeanspp(S: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return centers
 
 
-def lloyd(S: np.ndarray, centers: np.ndarray, iters: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Lloyd on the sample: (centers, labels, WCSS)."""
-    sq = np.einsum("ij,ij->i", S, S)
-    labels = np.zeros(S.shape[0], dtype=np.intp)
-    for _ in range(iters):
-        labels = np.argmin(_sq_dist(S, sq, centers), axis=1)
-        counts = np.bincount(labels, minlength=centers.shape[0])
-        sums = np.zeros_like(centers)
-        np.add.at(sums, labels, S)
-        new = centers.copy()
-        nonempty = counts > 0
-        new[nonempty] = sums[nonempty] / counts[nonempty, None]
-        if np.array_equal(new, centers):
-            break
-        centers = new
-    d2 = _sq_dist(S, sq, centers)
+def assign(S: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, float]:
+    """Nearest-center labels of the rows S and their WCSS."""
+    d2 = _sq_dist(S, np.einsum("ij,ij->i", S, S), centers)
     labels = np.argmin(d2, axis=1)
-    return centers, labels, float(d2[np.arange(S.shape[0]), labels].sum())
+    return labels, float(d2[np.arange(S.shape[0]), labels].sum())
 
 
 def seed_clusters(S: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(centers, per-cluster variances, weights): best of a few k-means++ + Lloyd draws on S."""
+    """(centers, per-cluster variances, weights): the best of a few k-means++ draws on S.
+
+    No Lloyd steps on the sample: they would be uncounted driver work that makes the first
+    iterations of the job look converged (with the whole data in the sample, k-means would
+    report a single iteration).
+    """
     rng = np.random.default_rng([int(seed), 0x5EED])
     best: tuple[np.ndarray, np.ndarray, float] | None = None
     for _ in range(SEED_DRAWS):
-        centers, labels, cost = lloyd(S, kmeanspp(S, k, rng), SAMPLE_LLOYD_ITERS)
+        centers = kmeanspp(S, k, rng)
+        labels, cost = assign(S, centers)
         if best is None or cost < best[2]:
             best = (centers, labels, cost)
     assert best is not None
