@@ -32,6 +32,8 @@ MIN_WEIGHT = 0.05
 # Fit on at most this many latest points; older ones barely matter with the decay above.
 FIT_WINDOW = 40
 MIN_POINTS_CURVEFIT = 5
+# exp() of more overflows a float64.
+_MAX_EXPONENT = 700.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,10 @@ def fit_geometric(losses: np.ndarray) -> LossModel:
         if not 0 < ratio < 1:
             return _constant(losses)
         r = -math.log(ratio)
+        if r * n > _MAX_EXPONENT:
+            # A sudden steep drop late in a long run: A = last e^{r n} is not representable
+            # (the batched rule in slaq.fitbatch predicts no gain here too).
+            return _constant(losses)
         # A e^{-r k} + 0 through (n, last).
         return LossModel("exponential", (last * math.exp(r * n), r, 0.0), float(n), float(last))
     if n < 3:
@@ -138,6 +144,8 @@ def fit_geometric(losses: np.ndarray) -> LossModel:
         return _constant(losses)
     rho = d2 / d1
     r = -math.log(rho)
+    if r * n > _MAX_EXPONENT:
+        return _constant(losses)
     floor = last - d2 * rho / (1 - rho)
     return LossModel(
         "exponential", ((last - floor) * math.exp(r * n), r, floor), float(n), float(last)

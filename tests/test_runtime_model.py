@@ -26,3 +26,13 @@ def test_runtime_model_recovers_work_and_fixed_cost_from_wall_times():
     w, beta = model.coefficients
     assert abs(w - 6.0) < 1e-9 and abs(beta - 0.3) < 1e-9
     assert abs(float(model.predict(3)) - (6.0 / 3 + 0.3)) < 1e-9
+
+
+def test_geometric_rule_survives_a_steep_drop_late_in_a_long_run():
+    from slaq.fitbatch import geometric_models
+    from slaq.predict import fit_geometric
+
+    history = np.array([1.0] * 998 + [1.0, 0.4])
+    model = fit_geometric(history)
+    assert np.all(np.isfinite(model.predict_ahead(np.array([0.0, 1.0, 10.0]))))
+    assert model == geometric_models([history])[0]
