@@ -15,6 +15,7 @@ the same task counts give the fixed cost the harness is compared against.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import statistics
@@ -26,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from live_overhead import bare_job_s  # benchmarks/ is the script's directory
-from premise import FixedPolicy, HeldTrainer, synthetic
+from premise import FixedPolicy, HeldTrainer, synthetic  # benchmarks/: the script's directory
 
 from slaq.algorithms import estimate_iteration_cpu_s, make_trainer, measure_iteration_cpu_s
 from slaq.policy import load_policy
 from slaq.spark.cluster import LocalSparkCluster, signals_as_exceptions
+from slaq.spark.context import warm_partition
 from slaq.spark.engine import run_live, start_spark_context, stop_spark_context
 from slaq.spark.session import write_pools
 from slaq.spark.utilisation import UTILISATION_FILE, summarize
@@ -42,7 +43,7 @@ log = logging.getLogger("scaling")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 POOLS = ("j", "big", "small", *(f"p{i}" for i in range(8)))
 MODES: dict[str, dict[str, Any]] = {
-    "quick": {"works": (1.0,), "slots": (1, 4, 8), "hold": 12.0, "policy_jobs": 4},
+    "quick": {"works": (1.0,), "slots": (1, 4, 8), "hold": 20.0, "policy_jobs": 4},
     "full": {"works": (0.3, 1.0, 2.0), "slots": (1, 2, 4, 6, 8), "hold": 30.0, "policy_jobs": 4},
 }
 PHASES = ("submit_s", "launch_s", "data_s", "compute_s", "task_other_s", "result_s", "driver_s")
@@ -55,6 +56,22 @@ def rows_for(cpu_s: float) -> int:
         "mlp", 10_000, MLP["features"], MLP["classes"], {"hidden": MLP["hidden"]}
     )
     return max(1000, round(cpu_s * 10_000 / per_row))
+
+
+def bare_job_s(sc: Any, tasks: int, repeats: int) -> list[float]:
+    """Wall seconds of bare Spark jobs of ``tasks`` tasks over block-id-sized input.
+
+    The task body is slaq's own (importable on the executors) and does no work: the fixed
+    cost of a job with this task count, which the harness's overhead is compared against.
+    """
+    items = [(i, 0, 1) for i in range(4 * tasks)]
+    noop = functools.partial(warm_partition, [])
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        sc.parallelize(items, tasks).mapPartitions(noop).collect()
+        times.append(time.perf_counter() - t0)
+    return times[1:]
 
 
 def breakdown(timings: Sequence[Any], hold_end: float) -> dict[str, float]:
@@ -208,17 +225,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epoch", type=float, default=2.0)
     parser.add_argument("--png", help="also draw the figure here")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     mode = dict(MODES["quick" if args.quick else "full"])
     args.full = not args.quick
     if args.hold:
         mode["hold"] = args.hold
     if args.works:
         mode["works"] = tuple(float(w) for w in args.works.split(","))
-    t0, load0 = time.monotonic(), os.getloadavg()
-    results: dict[str, Any] = {}
+    summary: dict[str, Any] = {
+        "benchmark": "scaling",
+        "mode": "quick" if args.quick else "full",
+        "config": {"hold_s": mode["hold"], "epoch_s": args.epoch, "mlp": MLP},
+        "physical_cpus": len(os.sched_getaffinity(0)),
+        "loadavg_before": os.getloadavg(),
+        "versions": environment_versions(include_java=True),
+        "results": {},
+    }
+    t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="slaq-scaling-") as tmp, signals_as_exceptions():
         args.work_dir = Path(tmp)
         with LocalSparkCluster(workers=2, cores_per_worker=4, log_dir=args.work_dir / "logs") as cl:
@@ -227,24 +250,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cl.master_url, total_cores=8, pools_file=pools, auth_secret=cl.secret
             )
             try:
+                bare = {str(s): bare_job_s(sc, s, 10) for s in mode["slots"]}
+                summary["bare_spark_job_s"] = {s: statistics.median(t) for s, t in bare.items()}
+                summary["bare_spark_job_all_s"] = bare
                 for work in mode["works"]:
-                    results[str(work)] = run_work_level(sc, cl, work, mode, args)
-                bare = {s: bare_job_s(sc, s, repeats=10) for s in mode["slots"]}
+                    summary["results"][str(work)] = run_work_level(sc, cl, work, mode, args)
+                    # Written after every size: a long run that fails later keeps what it measured.
+                    summary["loadavg_after"] = os.getloadavg()
+                    summary["duration_s"] = time.monotonic() - t0
+                    write_json_atomic(summary, Path(args.out))
             finally:
                 stop_spark_context(sc)
-    summary = {
-        "benchmark": "scaling",
-        "mode": "quick" if args.quick else "full",
-        "config": {"hold_s": mode["hold"], "epoch_s": args.epoch, "mlp": MLP},
-        "physical_cpus": len(os.sched_getaffinity(0)),
-        "bare_spark_job_s": {str(k): v for k, v in bare.items()},
-        "results": results,
-        "loadavg_before": load0,
-        "loadavg_after": os.getloadavg(),
-        "duration_s": time.monotonic() - t0,
-        "versions": environment_versions(include_java=True),
-    }
-    write_json_atomic(summary, Path(args.out))
     log.info("wrote %s", args.out)
     if args.png:
         plot_scaling(Path(args.out), Path(args.png))

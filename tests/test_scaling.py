@@ -100,3 +100,114 @@ def test_plot_scaling_draws_a_png(scaling, tmp_path: Path) -> None:
     png = tmp_path / "fig" / "scaling.png"
     scaling.plot_scaling(src, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- work-conserving CPU budget
+
+
+def _gates(n: int, cores: int = 2, grant_s: float = 1.0) -> list:
+    import threading
+
+    from slaq.spark.context import JobGate
+
+    cond = threading.Condition()
+    gates = [JobGate(cond=cond, cores=cores, grant_s=grant_s) for _ in range(n)]
+    for gate in gates:
+        gate.peers = gates
+    return gates
+
+
+def test_budget_refills_early_when_every_job_is_out_of_budget_and_idle() -> None:
+    a, b, c = _gates(3)
+    a.balance_s, b.balance_s, c.balance_s = -0.5, 0.0, -2.5
+    c.grant_s = 3.0
+    with a.cond:
+        assert a.refill_if_idle()
+    # Each got one more epoch's grant, debts carried over: proportions stay as the cores.
+    assert (a.balance_s, b.balance_s, c.balance_s) == (0.5, 1.0, 0.5)
+    assert a.ready() and b.ready() and c.ready()
+
+
+def test_budget_does_not_refill_while_a_job_runs_or_can_run() -> None:
+    a, b = _gates(2)
+    a.balance_s, b.balance_s = -0.5, -0.5
+    b.in_flight = True  # b's tasks keep the CPUs busy
+    with a.cond:
+        assert not a.refill_if_idle()
+    b.in_flight, b.balance_s = False, 0.2  # b may start an iteration itself
+    with a.cond:
+        assert not a.refill_if_idle()
+    assert (a.balance_s, b.balance_s) == (-0.5, 0.2)
+
+
+def test_budget_refill_ignores_jobs_without_cores_and_unbudgeted_gates() -> None:
+    a, b = _gates(2)
+    a.balance_s = -0.5
+    b.cores, b.in_flight = 0, True  # a job with no cores (finished or starved) does not count
+    with a.cond:
+        assert a.refill_if_idle()
+    assert a.balance_s == 0.5
+    a.budgeted, a.balance_s = False, -0.5
+    with a.cond:
+        assert not a.refill_if_idle()
+    zero = _gates(1, grant_s=0.0)[0]
+    zero.balance_s = -1.0
+    with zero.cond:
+        assert not zero.refill_if_idle()  # nothing to grant: wait for the tick
+
+
+class _FakeRDD:
+    """Runs a partition function in-process over ``n`` round-robin slices (no Spark)."""
+
+    def __init__(self, items: list, n: int, fn=None) -> None:
+        self.items, self.n, self.fn = items, n, fn
+        self._jrdd = object()
+
+    def mapPartitions(self, fn):  # noqa: N802 - PySpark's name
+        return _FakeRDD(self.items, self.n, fn)
+
+    def collect(self) -> list:
+        return [r for i in range(self.n) for r in self.fn(iter(self.items[i :: self.n]))]
+
+
+class _FakeSC:
+    def __init__(self) -> None:
+        self.tasks: list[int] = []
+
+    def setLocalProperty(self, key: str, value: str) -> None:  # noqa: N802 - PySpark's name
+        pass
+
+    def parallelize(self, items: list, n: int) -> _FakeRDD:
+        self.tasks.append(n)
+        return _FakeRDD(list(items), n)
+
+
+def test_lone_job_out_of_budget_runs_without_waiting_for_a_tick(tmp_path: Path) -> None:
+    from slaq.jobstate import JobState
+    from slaq.predict import RuntimeModel
+    from slaq.spark.context import SparkTrainContext
+    from slaq.workload import parse_workload
+
+    X = np.ones((40, 2), dtype=np.float32)
+    blockset = write_blocks(X, np.zeros(40, np.int32), tmp_path / "b", 8)
+    spec = parse_workload(
+        {"jobs": [{"id": "j", "algorithm": "mlp", "dataset": "d", "arrival_s": 0.0}]}
+    ).jobs[0]
+    state = JobState(spec, RuntimeModel())
+    state.start(0.0)
+    [gate] = _gates(1, cores=3, grant_s=0.5)
+    gate.balance_s = -4.0  # deep in debt, and no other job: the machine would idle
+    sc = _FakeSC()
+    ctx = SparkTrainContext(
+        sc=sc, state=state, gate=gate, items=[(i, 0, 5) for i in range(8)],
+        directory=str(blockset.directory), run_id="r", policy="p", clock=lambda: 0.0,
+        trace=[], on_change=lambda: None,
+    )  # fmt: skip
+    acc = ctx.map_reduce(_sum_block, 1.0)
+    assert acc == (40.0, 80.0)
+    assert sc.tasks == [3]
+    assert not gate.in_flight
+    # Nine early rounds of 0.5 s took the debt of 4.0 s positive, then the job's CPU was charged.
+    assert gate.balance_s == pytest.approx(0.5 - ctx.cpu_s_total)
+    [timing] = ctx.timings
+    assert timing.tasks == 3 and timing.pids == 1

@@ -110,11 +110,14 @@ class LiveDriver:
         """Publish cores and CPU budgets to the job gates and wake the job threads."""
         next_tick = self.epoch_s * (math.floor(now / self.epoch_s + 1e-9) + 1)
         factor = (self.physical_cores or self.total_cores) / max(self.total_cores, 1)
+        gates = [self.jobs[s.job_id].gate for s in active]
         for state in active:
             gate = self.jobs[state.job_id].gate
             new, old = state.cores, gate.cores
             gate.cores = new
+            gate.peers = gates  # for JobGate.refill_if_idle (work-conserving budget)
             if gate.budgeted:
+                gate.grant_s = new * self.epoch_s * factor
                 if tick:
                     # Unspent budget lapses at the tick; overspending is carried as debt so a
                     # long iteration cannot take more than its share over time.
