@@ -34,14 +34,14 @@ FOREVER = [
 
 
 def tagged(tag: str, exclude: int | None = None) -> list[str]:
-    """Live processes of the run tagged ``tag`` (pid and command), except ``exclude``."""
+    """Live processes of the run tagged ``tag`` (pid and command line), except ``exclude``."""
     out = []
     for proc in psutil.process_iter():
         try:
             if proc.pid == exclude or proc.environ().get(TAG_ENV) != tag:
                 continue
             if proc.status() != psutil.STATUS_ZOMBIE:
-                out.append(f"{proc.pid} {' '.join(proc.cmdline())[:160]}")
+                out.append(f"{proc.pid} {' '.join(proc.cmdline())}")
         except psutil.Error:
             continue
     return out
@@ -50,6 +50,11 @@ def tagged(tag: str, exclude: int | None = None) -> list[str]:
 def has_process(tag: str, *needles: str) -> bool:
     """True if a process of the run has one of ``needles`` in its command line."""
     return any(any(n in line for n in needles) for line in tagged(tag))
+
+
+def short(lines: list[str]) -> list[str]:
+    """Process lines cut to what fits an assertion message (the class, not the class path)."""
+    return [" ".join(w for w in line.split() if len(w) < 200)[:200] for line in lines]
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -138,7 +143,8 @@ def assert_clean_interrupt(run: SlaqRun, code: int, signame: str, tmp_path: Path
     assert f"{signame} received: stopping the run" in run.text
     assert f"terminated by {signame}" in run.text
     assert "Traceback" not in run.text, run.text[-3000:]
-    assert tagged(run.tag) == [], "processes of the run alive after it exited"
+    left = tagged(run.tag)
+    assert left == [], f"processes of the run alive after it exited: {short(left)}"
     assert not run.out.exists()
     assert leftovers(tmp_path) == []
 
@@ -171,7 +177,7 @@ def test_sigterm_while_the_spark_context_starts(tmp_path):
         code = run.finish()
     finally:
         run.kill_leftovers()
-    assert alive_when_said == [], "'stopped' logged while processes of the run were alive"
+    assert alive_when_said == [], f"'stopped' logged with the run alive: {short(alive_when_said)}"
     assert_clean_interrupt(run, code, "SIGTERM", tmp_path)
 
 
