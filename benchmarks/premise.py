@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from slaq.algorithms import StopTraining, make_trainer, measure_iteration_cpu_s
 from slaq.policy import ClusterView, JobView, PolicyTraits
 from slaq.spark.cluster import AttachedCluster, LocalSparkCluster, signals_as_exceptions
 from slaq.spark.engine import run_live
+from slaq.spark.utilisation import UTILISATION_FILE, summarize
 from slaq.traces import environment_versions, read_run, read_trace, write_json_atomic
 from slaq.workload import parse_workload
 
@@ -145,6 +147,7 @@ def run_mode(
         data_dir=work_dir / "data",
         progress=False,
         cpu_budget=budget,
+        auth_secret=getattr(cluster, "secret", None),
         webui_url=cluster.webui_url,
         dataset_loader=lambda name: data,
         trainer_factory=factory,
@@ -167,6 +170,9 @@ def run_mode(
     big = result["jobs"]["big"]["iterations"]
     result["ratio"] = big / small if small else float("inf")
     result["spark_startup_s"] = meta["spark_startup_s"]
+    # CPUs the run's processes kept busy inside the window (slaq.spark.utilisation).
+    util = pd.read_parquet(out / UTILISATION_FILE)
+    result["utilisation"] = summarize(util[util.t_s <= hold + 1e-6].to_dict("records"))
     log.info(
         "%s budget: big %d, small %d iterations in %.0fs -> ratio %.2f (ideal %.1f)",
         "with" if budget else "without",

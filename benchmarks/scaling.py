@@ -96,14 +96,18 @@ def breakdown(timings: Sequence[Any], hold_end: float) -> dict[str, float]:
 class CapturingTrainer(HeldTrainer):
     """A held trainer that keeps its Spark context, whose ``timings`` give the breakdown."""
 
-    def __init__(self, inner: Any, hold_s: float, job_id: str, into: dict[str, Any]) -> None:
+    def __init__(
+        self, inner: Any, hold_s: float, job_id: str, into: dict[str, Any], wc: bool = True
+    ) -> None:
         super().__init__(inner, hold_s)
         self.job_id = job_id
         self.into = into
+        self.wc = wc
 
     def run(self, ctx: Any) -> None:
-        """Remember the context, then train until the hold window closes."""
+        """Remember the context, set the budget's mode (A/B), train until the window closes."""
         self.into[self.job_id] = ctx
+        ctx.gate.work_conserving = self.wc
         super().run(ctx)
 
 
@@ -117,8 +121,31 @@ def job_workload(job_ids: Sequence[str], dataset: str) -> Any:
     return parse_workload({"name": "scaling", "jobs": jobs})
 
 
+def job_summary(rows: pd.DataFrame, ctx: Any, hold: float) -> dict[str, Any]:
+    """Speed, CPU and breakdown of one job over the hold window."""
+    timings = list(ctx.timings) if ctx is not None else []
+    t_end = timings[0].t_request + hold if timings else 0.0
+    inside = [t for t in timings if t.t_done <= t_end]
+    return {
+        "iterations": len(rows),
+        "iterations_per_min": len(rows) * 60.0 / hold,
+        # Spark jobs (loss and gradient evaluations): the unit of work, line searches included.
+        "spark_jobs_per_min": len(inside) * 60.0 / hold,
+        "task_cpus": sum(t.cpu_s for t in inside) / hold,
+        "median_spark_job_cpu_s": statistics.median(t.cpu_s for t in inside) if inside else None,
+        "breakdown": breakdown(timings, t_end),
+    }
+
+
 def run_cell(
-    sc: Any, cluster: Any, policy: Any, job_ids: Sequence[str], *, budget: bool, cell: dict
+    sc: Any,
+    cluster: Any,
+    policy: Any,
+    job_ids: Sequence[str],
+    *,
+    budget: bool,
+    cell: dict,
+    work_conserving: bool = True,
 ) -> dict[str, Any]:
     """One held live run on the shared context; iterations, CPU and breakdown per job."""
     hold, out = cell["hold"], cell["work_dir"] / cell["name"]
@@ -126,7 +153,7 @@ def run_cell(
 
     def factory(spec: Any, d: int, k: int, p: Mapping[str, Any]) -> Any:
         inner = make_trainer(spec.algorithm, d, k, p, spec.seed)
-        return CapturingTrainer(inner, hold, spec.job_id, contexts)
+        return CapturingTrainer(inner, hold, spec.job_id, contexts, work_conserving)
 
     load0 = os.getloadavg()
     run_live(
@@ -147,34 +174,77 @@ def run_cell(
     trace = read_trace(out)
     util = pd.read_parquet(out / UTILISATION_FILE)
     util = util[util.t_s <= hold + 1e-6].to_dict("records")
-    jobs = {}
-    for job_id in job_ids:
-        rows = trace[(trace.job_id == job_id) & (trace.t_end_s <= hold)]
-        ctx = contexts.get(job_id)
-        t_hold_end = ctx.timings[0].t_request + hold if ctx and ctx.timings else 0.0
-        jobs[job_id] = {
-            "iterations": len(rows),
-            "iterations_per_min": len(rows) * 60.0 / hold,
-            "task_cpus": float(rows.cpu_s.sum()) / hold,
-            "median_iteration_cpu_s": float(rows.cpu_s.median()) if len(rows) else None,
-            "breakdown": breakdown(ctx.timings, t_hold_end) if ctx else {},
-        }
+    jobs = {
+        j: job_summary(trace[(trace.job_id == j) & (trace.t_end_s <= hold)], contexts.get(j), hold)
+        for j in job_ids
+    }
     result = {
         "budget": budget,
+        "work_conserving": work_conserving,
         "jobs": jobs,
         "utilisation": summarize(util),
+        "utilisation_rows": util,
         "loadavg_before": load0,
         "loadavg_after": os.getloadavg(),
     }
     log.info(
-        "%s: %s it/min, run %.2f CPUs, machine %.2f, load %.1f",
+        "%s: %s jobs/min, run %.2f CPUs, machine %.2f, load %.1f",
         cell["name"],
-        {j: round(v["iterations_per_min"], 1) for j, v in jobs.items()},
+        {j: round(v["spark_jobs_per_min"], 1) for j, v in jobs.items()},
         result["utilisation"]["cpu_busy"],
         result["utilisation"]["machine_busy"],
         load0[0],
     )
     return result
+
+
+def premise_cell(sc: Any, cluster: Any, cell: dict, budget: bool, wc: bool) -> dict[str, Any]:
+    """Two jobs held at 6 and 2 slots: iteration and CPU ratios (ideal 3)."""
+    cell["name"] = f"{cell['dataset']}-premise-b{int(budget)}-wc{int(wc)}"
+    policy = FixedPolicy({"big": 6, "small": 2})
+    res = run_cell(
+        sc, cluster, policy, ["big", "small"], budget=budget, cell=cell, work_conserving=wc
+    )
+    big, small = res["jobs"]["big"], res["jobs"]["small"]
+    res["ratio"] = big["iterations"] / small["iterations"] if small["iterations"] else None
+    res["spark_job_ratio"] = (
+        big["spark_jobs_per_min"] / small["spark_jobs_per_min"]
+        if small["spark_jobs_per_min"]
+        else None
+    )
+    res["cpu_ratio"] = big["task_cpus"] / small["task_cpus"] if small["task_cpus"] else None
+    return res
+
+
+def overhead_cells(sc: Any, cluster: Any, mode: dict, args: Any) -> dict[str, Any]:
+    """Per slot count: a harness iteration on near-empty data against bare Spark jobs.
+
+    The two alternate (bare, harness, bare) on the same context so that the machine's load
+    drifts equally over both; the harness's overhead is its median Spark-job period.
+    """
+    cell = {
+        "hold": min(mode["hold"], 10.0),
+        "epoch": args.epoch,
+        "work_dir": args.work_dir,
+        "dataset": "overhead-192",
+        "data": synthetic(192, MLP["features"], MLP["classes"], seed=0),
+    }
+    out = {}
+    for slots in mode["slots"]:
+        bare = bare_job_s(sc, slots, 8)
+        cell["name"] = f"overhead-{slots}"
+        res = run_cell(sc, cluster, FixedPolicy({"j": slots}), ["j"], budget=False, cell=cell)
+        bare += bare_job_s(sc, slots, 8)
+        period = res["jobs"]["j"]["breakdown"].get("period_s")
+        out[str(slots)] = {
+            "bare_job_s": statistics.median(bare),
+            "harness_period_s": period,
+            "ratio": period / statistics.median(bare) if period else None,
+            "breakdown": res["jobs"]["j"]["breakdown"],
+            "loadavg": res["loadavg_before"],
+        }
+        log.info("overhead at %d slots: %s", slots, out[str(slots)])
+    return out
 
 
 def run_work_level(sc: Any, cluster: Any, work: float, mode: dict, args: Any) -> dict[str, Any]:
@@ -192,25 +262,19 @@ def run_work_level(sc: Any, cluster: Any, work: float, mode: dict, args: Any) ->
     }
     out: dict[str, Any] = {"rows": rows, "measured_cpu_s": measured, "single": {}}
     for slots in mode["slots"]:
-        cell["name"] = f"w{work}-single-{slots}"
+        cell["name"] = f"{cell['dataset']}-single-{slots}"
         out["single"][str(slots)] = run_cell(
             sc, cluster, FixedPolicy({"j": slots}), ["j"], budget=False, cell=cell
         )
-    for budget in (True, False) if args.full else (True,):
-        cell["name"] = f"w{work}-premise-{'budget' if budget else 'nobudget'}"
-        res = run_cell(
-            sc, cluster, FixedPolicy({"big": 6, "small": 2}), ["big", "small"], budget=budget,
-            cell=cell,
-        )  # fmt: skip
-        it = {j: v["iterations"] for j, v in res["jobs"].items()}
-        res["ratio"] = it["big"] / it["small"] if it["small"] else None
-        out["premise_budget" if budget else "premise_no_budget"] = res
+    variants = [(True, True), (True, False), (False, True)] if args.full else [(True, True)]
+    for budget, wc in variants:
+        out[f"premise_b{int(budget)}_wc{int(wc)}"] = premise_cell(sc, cluster, cell, budget, wc)
     if work == 1.0:
         ids = [f"p{i}" for i in range(mode["policy_jobs"])]
-        for name in ("slaq", "fair"):
-            cell["name"] = f"w{work}-policy-{name}"
-            out[f"policy_{name}"] = run_cell(
-                sc, cluster, load_policy(name), ids, budget=True, cell=cell
+        for name, wc in [("slaq", True), ("fair", True), ("fair", False)][: 3 if args.full else 2]:
+            cell["name"] = f"{cell['dataset']}-policy-{name}-wc{int(wc)}"
+            out[f"policy_{name}_wc{int(wc)}"] = run_cell(
+                sc, cluster, load_policy(name), ids, budget=True, cell=cell, work_conserving=wc
             )
     return out
 
@@ -253,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bare = {str(s): bare_job_s(sc, s, 10) for s in mode["slots"]}
                 summary["bare_spark_job_s"] = {s: statistics.median(t) for s, t in bare.items()}
                 summary["bare_spark_job_all_s"] = bare
+                summary["overhead"] = overhead_cells(sc, cl, mode, args)
                 for work in mode["works"]:
                     summary["results"][str(work)] = run_work_level(sc, cl, work, mode, args)
                     # Written after every size: a long run that fails later keeps what it measured.
@@ -284,7 +349,7 @@ def plot_scaling(json_path: Path, png_path: Path) -> None:
         single = {int(s): c for s, c in res["single"].items()}
         slots = sorted(single)
         slots_all.update(slots)
-        ipm = [single[s]["jobs"]["j"]["iterations_per_min"] for s in slots]
+        ipm = [single[s]["jobs"]["j"]["spark_jobs_per_min"] for s in slots]
         base = ipm[0] / slots[0] if ipm[0] else float("nan")
         label = f"{res['measured_cpu_s']:.2f} CPU s / iteration"
         ax_speed.plot(slots, [v / base for v in ipm], marker="o", label=label)
@@ -294,7 +359,7 @@ def plot_scaling(json_path: Path, png_path: Path) -> None:
         ax.plot(xs, [min(s, cpus) for s in xs], "k--", label=f"ideal min(slots, {cpus} CPUs)")
         ax.set_xlabel("task slots held by the job")
         ax.set_xticks(xs)
-    ax_speed.set_ylabel("speed-up over 1 slot")
+    ax_speed.set_ylabel("speed-up over 1 slot (Spark jobs/min)")
     ax_cpu.set_ylabel("CPUs busy (run's processes)")
     handles, labels = ax_speed.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4))

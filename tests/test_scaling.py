@@ -82,7 +82,7 @@ def test_rows_for_scales_with_work(scaling) -> None:
 
 
 def _single(ipm: float, busy: float) -> dict:
-    return {"jobs": {"j": {"iterations_per_min": ipm}}, "utilisation": {"cpu_busy": busy}}
+    return {"jobs": {"j": {"spark_jobs_per_min": ipm}}, "utilisation": {"cpu_busy": busy}}
 
 
 def test_plot_scaling_draws_a_png(scaling, tmp_path: Path) -> None:

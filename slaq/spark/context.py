@@ -90,6 +90,7 @@ class JobGate:
     grant_s: float = 0.0
     in_flight: bool = False  # a Spark job of this gate's job is running
     peers: Sequence[JobGate] = ()  # the gates of every active job (this one included)
+    work_conserving: bool = True  # False: budgets refill at ticks only (for A/B benchmarks)
 
     def ready(self) -> bool:
         """True when the job may start an iteration (call with ``cond`` held)."""
@@ -105,7 +106,7 @@ class JobGate:
         grant now instead of at the next tick: debts carry over, so shares stay proportional
         to cores, but the CPUs never wait for the clock (measured in benchmarks/scaling.py).
         """
-        if not self.budgeted or self.cores <= 0 or self.balance_s > 0:
+        if not (self.budgeted and self.work_conserving) or self.cores <= 0 or self.balance_s > 0:
             return False
         holders = [g for g in self.peers if g.cores > 0 and not g.native]
         if self not in holders or any(g.in_flight or g.ready() for g in holders):
