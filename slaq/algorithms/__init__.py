@@ -16,6 +16,7 @@ from slaq.algorithms.clustering import GMMTrainer, KMeansTrainer
 from slaq.algorithms.linear import LinRegTrainer, LogRegSGDTrainer, LogRegTrainer, SVMTrainer
 from slaq.algorithms.mlp import MLPTrainer
 from slaq.algorithms.sizing import estimate_iteration_cpu_s, measure_iteration_cpu_s
+from slaq.algorithms.validate import validate_job
 
 TRAINERS: dict[str, type[Trainer]] = {
     cls.algorithm: cls
@@ -58,4 +59,5 @@ __all__ = [
     "estimate_iteration_cpu_s",
     "make_trainer",
     "measure_iteration_cpu_s",
+    "validate_job",
 ]

@@ -1,0 +1,226 @@
+"""Trainers against independent optima at the configured settings (config/config.yaml), on the
+real data sets (subsampled where a test would otherwise take more than ~30 s)."""
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_limits
+
+from slaq.algorithms import base, make_trainer
+from slaq.blocks import LocalContext, write_blocks
+from slaq.datasets import load_dataset
+from tests.trainer_oracles import as_seen, hinge, logloss, ridge
+
+DATA_DIR = Path(__file__).resolve().parents[1] / "datasets" / "cache"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    with threadpool_limits(limits=1):
+        yield
+
+
+def _data(name, rows=None, classes=None):
+    d = load_dataset(name, cache_dir=DATA_DIR, max_rows=rows, seed=0)
+    X, y = as_seen(d.X), np.asarray(d.y)
+    if classes is not None:  # a binary task from two classes (labels > 0 are the second)
+        keep = np.isin(y, classes)
+        X, y = X[keep], (y[keep] == classes[1]).astype(int)
+    return X, y
+
+
+def _train(tmp_path, X, y, algorithm, k, params, max_iter, seed=0):
+    bs = write_blocks(X, y, tmp_path / f"{algorithm}-{seed}", 24, overwrite=True)
+    trainer = make_trainer(algorithm, X.shape[1], k, params, seed)
+    ctx = LocalContext(bs, max_iter=max_iter)
+    trainer.run(ctx)
+    return trainer, np.array(ctx.objectives)
+
+
+def _first_within(losses, optimum, rel):
+    """1-based iteration at which the curve first comes within ``rel`` of the optimum."""
+    hits = np.flatnonzero((losses - optimum) / abs(optimum) <= rel)
+    return int(hits[0]) + 1 if hits.size else None
+
+
+# --- svm: LinearSVC plus a dual certificate --------------------------------------------------
+
+
+def _svm_optimum(X, y, reg):
+    """(upper, lower) bounds of the hinge optimum: LinearSVC's primal value and a dual value."""
+    n = len(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        svc = LinearSVC(loss="hinge", C=1.0 / (reg * n), tol=1e-6, max_iter=20_000).fit(X, y)
+    upper = hinge(X, y, svc.coef_.ravel(), svc.intercept_[0], reg)
+    s = np.where(y > 0, 1.0, -1.0)
+    Z = np.hstack([X, np.ones((n, 1))]) * s[:, None]
+
+    def neg_dual(a):  # weak duality: any 0 <= a <= 1 bounds the optimum from below
+        v = Z.T @ a
+        return v @ v / (2 * reg * n * n) - a.sum() / n, Z @ v / (reg * n * n) - 1.0 / n
+
+    # Warm start from LinearSVC's margins: a_i = 1 inside the margin, 0 outside.
+    a0 = s * (np.hstack([X, np.ones((n, 1))]) @ np.append(svc.coef_, svc.intercept_)) < 1.0
+    opts = {"ftol": 1e-15, "gtol": 1e-12, "maxiter": 20_000}
+    dual = minimize(
+        neg_dual,
+        a0.astype(float),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0.0, 1.0)] * n,
+        options=opts,
+    )
+    return upper, -dual.fun
+
+
+SUBSAMPLED_SVM = pytest.mark.xfail(
+    strict=True,
+    reason="6,000-row Fashion-MNIST 2 vs 4 is nearly separable at reg 1e-3: 11.9% gap at "
+    "iteration 200 (full 12,000 rows: 1e-2 at 153 in a prototype, not yet a test)",
+)
+
+
+@pytest.mark.parametrize(
+    "name,rows,classes",
+    [("caravan", None, None), pytest.param("fashion-mnist", 6000, (2, 4), marks=SUBSAMPLED_SVM)],
+)
+def test_svm_reaches_the_certified_optimum(tmp_path, name, rows, classes):
+    reg = 1e-3  # the configured svm template
+    X, y = _data(name, rows, classes)
+    upper, lower = _svm_optimum(X, y, reg)
+    assert (upper - lower) / lower < 1e-4  # the certificate is tight enough to judge 1e-3
+    trainer, losses = _train(tmp_path, X, y, "svm", 2, {"reg": reg}, 600)
+    assert (losses[min(199, losses.size - 1)] - lower) / lower <= 1e-2
+    assert _first_within(losses, lower, 1e-3) is not None
+    assert hinge(X, y, *trainer.result, reg) == pytest.approx(losses[-1], rel=1e-9)
+
+
+# --- linreg: lstsq ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["flights", "diamonds"])
+def test_linreg_reaches_the_lstsq_optimum_in_100_iterations(tmp_path, name):
+    reg = 1e-4  # the configured linreg template
+    X, y = _data(name)
+    n, d = X.shape
+    # Ridge with a free intercept as one least-squares problem: [X 1; sqrt(n reg) I 0].
+    A = np.vstack(
+        [
+            np.hstack([X, np.ones((n, 1))]),
+            np.hstack([np.sqrt(n * reg) * np.eye(d), np.zeros((d, 1))]),
+        ]
+    )
+    theta = np.linalg.lstsq(A, np.concatenate([y, np.zeros(d)]), rcond=None)[0]
+    optimum = ridge(X, y, theta[:d], theta[d], reg)
+    _, losses = _train(tmp_path, X, y, "linreg", 1, {"reg": reg}, 100)
+    assert _first_within(losses, optimum, 1e-3) is not None
+
+
+# --- logreg: scipy L-BFGS-B ------------------------------------------------------------------
+
+
+LOGREG_SHORTFALL = pytest.mark.xfail(
+    strict=True,
+    reason="not met: (L-)BFGS at reg 1e-4 on 4,000 Fashion-MNIST rows is 28% (multiclass) and "
+    "61% (2 vs 4) above the optimum after 100 iterations; scipy needs 838-2,068 evaluations. "
+    "Needs a Newton-CG (TRON) trainer",
+)
+
+
+@pytest.mark.parametrize(
+    "classes",
+    [pytest.param((2, 4), marks=LOGREG_SHORTFALL), pytest.param(None, marks=LOGREG_SHORTFALL)],
+)
+def test_logreg_reaches_the_scipy_optimum_in_100_iterations(tmp_path, classes):
+    reg = 1e-4  # the configured logreg template (Fashion-MNIST)
+    X, y = _data("fashion-mnist", 4000, classes)
+    k = 2 if classes else 10
+    shape = (X.shape[1],) if k == 2 else (X.shape[1], k)
+    size = int(np.prod(shape))
+
+    def f(theta):
+        W, b = theta[:size].reshape(shape), theta[size:] if k > 2 else theta[size]
+        return logloss(X, y, W, b, reg)
+
+    def grad(theta):  # independent analytic gradient (checked by finite differences below)
+        W, b = theta[:size].reshape(shape), theta[size:] if k > 2 else theta[size]
+        Z = X @ W + b
+        if k == 2:
+            R = 1.0 / (1.0 + np.exp(-Z)) - y
+            return np.concatenate([X.T @ R / len(y) + reg * W, [R.mean()]])
+        P = np.exp(Z - Z.max(1, keepdims=True))
+        P /= P.sum(1, keepdims=True)
+        P[np.arange(len(y)), y] -= 1.0
+        return np.concatenate([(X.T @ P / len(y) + reg * W).ravel(), P.mean(0)])
+
+    x0 = np.zeros(size + (k if k > 2 else 1))
+    e = np.zeros_like(x0)
+    e[3] = 1e-6
+    assert (f(x0 + e) - f(x0 - e)) / 2e-6 == pytest.approx(grad(x0)[3], rel=1e-5, abs=1e-9)
+    ref = minimize(
+        lambda t: (f(t), grad(t)),
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 20_000, "ftol": 1e-15, "gtol": 1e-10},
+    )
+    _, losses = _train(tmp_path, X, y, "logreg", k, {"reg": reg}, 100)
+    assert _first_within(losses, ref.fun, 1e-3) is not None
+    assert losses.min() >= ref.fun * (1 - 1e-6)
+
+
+# --- kmeans: scikit-learn best of 50 ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,k,rows", [("digits", 5, None), ("fashion-mnist-clusters", 16, 4000)])
+def test_kmeans_within_2_percent_of_sklearn_best_of_50(tmp_path, name, k, rows):
+    X, _ = _data(name, rows)
+    best = KMeans(k, n_init=50, random_state=0).fit(X).inertia_
+    finals = [
+        _train(tmp_path, X, None, "kmeans", k, {"k": k}, 300, seed)[1][-1] for seed in range(10)
+    ]
+    assert sum(f <= 1.02 * best for f in finals) >= 9, np.array(finals) / best
+
+
+# --- gradients of the exact closures the trainers minimize -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "algorithm,k,params",
+    [
+        ("logreg", 2, {"reg": 1e-3}),
+        ("logreg", 4, {"reg": 1e-3}),
+        ("linreg", 1, {"reg": 1e-3}),
+        ("svm", 2, {"reg": 1e-3}),
+        ("mlp", 3, {"hidden": 5, "reg": 1e-3}),
+    ],
+)
+def test_closure_gradients_match_finite_differences(tmp_path, monkeypatch, algorithm, k, params):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 6))
+    y = X @ rng.standard_normal(6) if algorithm == "linreg" else rng.integers(0, k, 300)
+    closures = []
+
+    def capture(evaluate, start, on_step, dense=None):
+        closures.append(evaluate)
+        return start
+
+    monkeypatch.setattr(base, "quasi_newton", capture)
+    _train(tmp_path, X, y, algorithm, k, params, 5)
+    (evaluate,) = closures
+    size = {"mlp": 6 * 5 + 5 + 5 * k + k, "logreg": 7 if k == 2 else 7 * k}.get(algorithm, 7)
+    theta = 0.3 * rng.standard_normal(size)
+    f0, g0 = evaluate(theta)
+    for i in range(size):
+        e = np.zeros(size)
+        e[i] = 1e-6
+        fd = (evaluate(theta + e)[0] - evaluate(theta - e)[0]) / 2e-6
+        assert fd == pytest.approx(g0[i], rel=1e-5, abs=1e-8), (algorithm, i)
+    assert np.isfinite(f0)
