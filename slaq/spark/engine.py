@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slaq.algorithms import validate_job
 from slaq.jobstate import FAILED, PENDING, JobState
 from slaq.loop import DecisionStep, EpochInfo, run_loop, run_metadata
 from slaq.policy import Policy
@@ -35,6 +36,7 @@ from slaq.spark.data import (
     default_trainer_factory,
     job_items,
     n_blocks_for,
+    n_outputs_for,
     prepare_dataset,
     prior_work_s,
 )
@@ -142,8 +144,15 @@ class LiveRun:
         loader = self.dataset_loader or default_dataset_loader(self.data_dir, self.seed)
         n_blocks = self.n_blocks or n_blocks_for(self.total_cores)
         data: dict[str, JobData] = {}
+        raw: dict[str, Any] = {}
         for name in sorted({spec.dataset for spec in self.workload.jobs}):
-            data[name] = prepare_dataset(name, loader(name), blocks_root, n_blocks, self.seed)
+            raw[name] = loader(name)
+            data[name] = prepare_dataset(name, raw[name], blocks_root, n_blocks, self.seed)
+        for spec in self.workload.jobs:
+            # Bad data or parameters fail here, naming the job and field, before any Spark work.
+            d = raw[spec.dataset]
+            n_out = n_outputs_for(spec, data[spec.dataset])
+            validate_job(spec.job_id, spec.algorithm, spec.params, d.X, d.y, n_out)
         native = self.policy.traits.native_fair
         jobs = {}
         for spec in self.workload.jobs:
