@@ -211,3 +211,7 @@ def test_lone_job_out_of_budget_runs_without_waiting_for_a_tick(tmp_path: Path) 
     assert gate.balance_s == pytest.approx(0.5 - ctx.cpu_s_total)
     [timing] = ctx.timings
     assert timing.tasks == 3 and timing.pids == 1
+    # Full-data iterations reuse the parallelized items; a mini-batch gets its own.
+    assert ctx.map_reduce(_sum_block, 1.0) == (40.0, 80.0)
+    assert ctx.map_reduce(_sum_block, 1.0, blocks=[0, 7]) == (10.0, 20.0)
+    assert sc.tasks == [3, 2]

@@ -216,6 +216,21 @@ class SparkTrainContext:
         self._pending: IterationStats | None = None
         # One record per Spark job, for the scaling benchmark's breakdown (a few floats each).
         self.timings: list[IterationTiming] = []
+        self._full_rdds: dict[int, Any] = {}  # the job's items as an RDD, per task count
+
+    def _items_rdd(self, selected: Sequence[Item], tasks: int, full: bool) -> Any:
+        """The items as an RDD of ``tasks`` partitions; built once per task count for all items.
+
+        A full-data iteration reuses the parallelized item list: sc.parallelize writes it to a
+        file for the JVM and costs several Py4J calls per iteration (measured 10-40 ms of a
+        100-450 ms bare job on this machine, benchmarks/scaling.py). Mini-batches vary.
+        """
+        if not full:
+            return self.sc.parallelize(selected, tasks)
+        rdd = self._full_rdds.get(tasks)
+        if rdd is None:
+            rdd = self._full_rdds[tasks] = self.sc.parallelize(selected, tasks)
+        return rdd
 
     # --------------------------------------------------------------- TrainContext protocol
 
@@ -257,7 +272,7 @@ class SparkTrainContext:
             t0 = self.clock()
             t_request = time.time()
             task = functools.partial(run_partition, fn, params, self.directory)
-            rdd = self.sc.parallelize(selected, tasks).mapPartitions(task)
+            rdd = self._items_rdd(selected, tasks, full=blocks is None).mapPartitions(task)
             rdd._jrdd  # noqa: B018 - builds the Java RDD (pickles the closure) to time submission
             t_submitted = time.time()
             results = rdd.collect()
