@@ -74,6 +74,8 @@ rule curve_library:
     params:
         data_dir=config["data_dir"],
         min_iter=config["curves"]["min_iterations"],
+        max_iter=config["curves"]["max_iterations"],
     shell:
         "slaq curves build --templates {input.templates} --data-dir {params.data_dir}"
-        " --min-iterations {params.min_iter} --out {output} > {log} 2>&1"
+        " --min-iterations {params.min_iter} --max-iterations {params.max_iter}"
+        " --out {output} > {log} 2>&1"
