@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from slaq.algorithms import validate_job
 from slaq.jobstate import FAILED, PENDING, JobState
 from slaq.loop import DecisionStep, EpochInfo, run_loop, run_metadata
@@ -239,14 +241,18 @@ class LiveRun:
         bar = _progress_bar(len(driver.jobs), self.policy.name) if self.progress else None
         spark = driver.spark
         try:
-            run_loop(
-                step,
-                driver,
-                [j.state for j in driver.jobs.values()],
-                replan_on_events=self.replan_on_events,
-                on_decision=lambda info: self._on_decision(info, bar, driver),
-            )
-            driver.join()
+            # One BLAS thread in the driver: the job threads' optimizer steps are small products,
+            # and OpenBLAS's spinning threads on a busy machine made each step 40x slower
+            # (85 vs 2 ms) while taking CPU from the tasks (benchmarks/scaling.py).
+            with threadpool_limits(limits=1, user_api="blas"):
+                run_loop(
+                    step,
+                    driver,
+                    [j.state for j in driver.jobs.values()],
+                    replan_on_events=self.replan_on_events,
+                    on_decision=lambda info: self._on_decision(info, bar, driver),
+                )
+                driver.join()
             if self.task_log and spark.ui_url:
                 return fetch_task_log(spark.ui_url, spark.app_id, since=started)
             return []
