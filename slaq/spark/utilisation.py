@@ -36,13 +36,19 @@ UTILISATION_SCHEMA = pa.schema(
 EXECUTOR_CLASS = "CoarseGrainedExecutorBackend"
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    """``pid`` and its descendants (empty if it is gone)."""
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
+def _descendants(roots: Sequence[int]) -> list[int]:
+    """``roots`` and all their descendants that are alive, from one scan of the process table."""
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info.get("ppid") or 0, []).append(proc.pid)
+    seen: list[int] = []
+    stack = [r for r in roots if psutil.pid_exists(r)]
+    while stack:
+        pid = stack.pop()
+        if pid not in seen:
+            seen.append(pid)
+            stack.extend(children.get(pid, ()))
+    return seen
 
 
 def executor_pids(app_id: str) -> list[int]:
@@ -69,15 +75,15 @@ class ProcessTreeCPU:
 
     def total(self) -> float:
         """CPU seconds (user + system) every process of the trees has spent so far."""
-        for root in self.roots:
-            for proc in _tree(root):
-                try:
-                    with proc.oneshot():
-                        t = proc.cpu_times()
-                        key = (proc.pid, proc.create_time())
-                except psutil.Error:
-                    continue
-                self._last[key] = t.user + t.system
+        for pid in _descendants(self.roots):
+            try:
+                proc = psutil.Process(pid)
+                with proc.oneshot():
+                    t = proc.cpu_times()
+                    key = (pid, proc.create_time())
+            except psutil.Error:
+                continue  # exited since the scan: its last reading stands
+            self._last[key] = t.user + t.system
         return sum(self._last.values())
 
 
