@@ -310,3 +310,16 @@ def test_sigint_during_simulate_exits_130_cleanly(tmp_path):
     assert "Traceback" not in text
     assert "interrupted by SIGINT" in text
     assert not out.exists()
+
+
+def test_slaq_run_exit_status_follows_run_json(tmp_path, caplog):
+    """A live run with a failed job exits 1 and says so; its directory stays for inspection."""
+    from slaq.spark.cli import _exit_status
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"exit_status": "1 jobs failed"}))
+    assert _exit_status(run) == 1
+    assert "run FAILED (1 jobs failed)" in caplog.text and run.exists()
+    (run / "run.json").write_text(json.dumps({"exit_status": "ok"}))
+    assert _exit_status(run) == 0
