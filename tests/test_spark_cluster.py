@@ -256,3 +256,18 @@ def test_spark_tests_fail_without_java(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, timeout=120)
     assert proc.returncode != 0, proc.stdout
     assert "1 error" in proc.stdout and JAVA_PACKAGE in proc.stdout, proc.stdout
+
+
+def test_driver_binds_one_explicit_address(monkeypatch):
+    """Loopback master: 127.0.0.1; remote master: the flag, else the route to it; never 0.0.0.0."""
+    from slaq.spark.session import _bind_and_auth
+
+    monkeypatch.delenv("SPARK_LOCAL_IP", raising=False)
+    local = _bind_and_auth("spark://127.0.0.1:7077", None, auth=True)
+    assert local["spark.driver.bindAddress"] == local["spark.driver.host"] == "127.0.0.1"
+    assert local["spark.authenticate"] == "true" and not any("secret" in k for k in local)
+    flagged = _bind_and_auth("spark://10.1.2.3:7077", "192.0.2.7", auth=False)
+    assert flagged["spark.driver.bindAddress"] == "192.0.2.7" == os.environ["SPARK_LOCAL_IP"]
+    assert "spark.authenticate" not in flagged
+    routed = _bind_and_auth("spark://10.1.2.3:7077", None, auth=False)["spark.driver.bindAddress"]
+    assert routed not in ("", "0.0.0.0") and routed == os.environ["SPARK_LOCAL_IP"]

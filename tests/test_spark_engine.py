@@ -295,7 +295,7 @@ def test_lost_worker_run_completes_with_complete_traces(tmp_path):
         family = [victim, *(p.pid for p in psutil.Process(victim).children(recursive=True))]
 
         def kill_once(info: EpochInfo) -> None:
-            if info.iterations >= 3 and running(victim):
+            if info.epoch >= 3 and running(victim):  # a few seconds into the run
                 family.extend(p.pid for p in psutil.Process(victim).children(recursive=True))
                 os.kill(victim, signal.SIGKILL)
 
