@@ -74,6 +74,7 @@ def fit_loss_models(
     rows = np.flatnonzero(lengths >= MIN_POINTS_CURVEFIT)
     if predictor == "curvefit" and rows.size:
         win = _window(arrays, lengths, rows)
+    if predictor == "curvefit" and rows.size and win.rows.size:  # flat histories drop out
         starts = public_params(warm, win.rows)
         new_losses = np.maximum(win.k_last - np.nan_to_num(starts["fitted_at"]), 1.0)
         fits = {

@@ -36,3 +36,14 @@ def test_geometric_rule_survives_a_steep_drop_late_in_a_long_run():
     model = fit_geometric(history)
     assert np.all(np.isfinite(model.predict_ahead(np.array([0.0, 1.0, 10.0]))))
     assert model == geometric_models([history])[0]
+
+
+def test_batched_fit_of_only_flat_histories_with_warm_models():
+    from slaq.fitbatch import fit_loss_models
+    from slaq.predict import LossModel
+
+    flat = [np.full(12, 2.0), np.full(30, 0.5)]
+    warm = [LossModel("constant", (), 11.0, 2.0), None]
+    models = fit_loss_models(flat, "curvefit", warm=warm)
+    assert [m.family for m in models] == ["constant", "constant"]
+    assert [m.loss_now for m in models] == [2.0, 0.5]
