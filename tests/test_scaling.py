@@ -82,7 +82,11 @@ def test_rows_for_scales_with_work(scaling) -> None:
 
 
 def _single(ipm: float, busy: float) -> dict:
-    return {"jobs": {"j": {"spark_jobs_per_min": ipm}}, "utilisation": {"cpu_busy": busy}}
+    return {
+        "jobs": {"j": {"spark_jobs_per_min": ipm}},
+        "utilisation": {"cpu_busy": busy},
+        "loadavg_before": [1.5, 1.0, 1.0],
+    }
 
 
 def test_plot_scaling_draws_a_png(scaling, tmp_path: Path) -> None:

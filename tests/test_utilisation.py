@@ -138,3 +138,38 @@ def test_executor_pids_matches_the_application_id() -> None:
         assert fake.pid not in executor_pids("app-20990101-4243")
     finally:
         _finish(fake)
+
+
+@pytest.mark.spark
+def test_live_run_records_utilisation_per_decision(spark_cluster, tmp_path) -> None:
+    from slaq.policy import load_policy
+    from slaq.spark.engine import run_live
+    from slaq.traces import read_run
+    from tests.test_spark_engine import tiny_workload
+
+    out = run_live(
+        tiny_workload(max_iter=5),
+        load_policy("fair"),
+        master_url=spark_cluster.master_url,
+        total_cores=spark_cluster.total_cores,
+        epoch_s=1.0,
+        seed=3,
+        out_dir=tmp_path / "run",
+        progress=False,
+        max_time_s=240,
+        auth_secret=spark_cluster.secret,
+        n_blocks=16,
+    )
+    table = pq.read_table(out / UTILISATION_FILE)
+    assert table.schema.equals(UTILISATION_SCHEMA)
+    rows = table.to_pylist()
+    assert rows, "no utilisation rows"
+    assert all(r["interval_s"] > 0 and r["cpu_busy"] >= 0 for r in rows)
+    assert {r["physical_cpus"] for r in rows} == {len(os.sched_getaffinity(0))}
+    # The executors' Python workers did the training: the run's processes used CPU.
+    assert sum(r["cpu_busy"] * r["interval_s"] for r in rows) > 0.1
+    times = [r["t_s"] for r in rows]
+    assert times == sorted(times)
+    summary = read_run(out)["utilisation"]
+    assert summary["wall_s"] == pytest.approx(sum(r["interval_s"] for r in rows))
+    assert summary["cpu_busy"] > 0
