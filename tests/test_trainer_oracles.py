@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
-from slaq.algorithms import base, make_trainer
+from slaq.algorithms import base, linear, make_trainer
 from slaq.blocks import LocalContext, write_blocks
 from slaq.datasets import load_dataset
 from tests.trainer_oracles import as_seen, hinge, logloss, ridge
@@ -35,10 +35,22 @@ def _data(name, rows=None, classes=None):
     return X, y
 
 
-def _train(tmp_path, X, y, algorithm, k, params, max_iter, seed=0):
+class _UntilContext(LocalContext):
+    """Stops the job at the first report at or below ``target`` (the rest is not asserted)."""
+
+    target = -np.inf
+
+    def report(self, objective: float) -> None:
+        super().report(objective)
+        if objective <= self.target:
+            raise base.StopTraining("target")
+
+
+def _train(tmp_path, X, y, algorithm, k, params, max_iter, seed=0, target=-np.inf):
     bs = write_blocks(X, y, tmp_path / f"{algorithm}-{seed}", 24, overwrite=True)
     trainer = make_trainer(algorithm, X.shape[1], k, params, seed)
-    ctx = LocalContext(bs, max_iter=max_iter)
+    ctx = _UntilContext(bs, max_iter=max_iter)
+    ctx.target = target
     trainer.run(ctx)
     return trainer, np.array(ctx.objectives)
 
@@ -123,57 +135,77 @@ def test_linreg_reaches_the_lstsq_optimum_in_100_iterations(tmp_path, name):
     assert _first_within(losses, optimum, 1e-3) is not None
 
 
-# --- logreg: scipy L-BFGS-B ------------------------------------------------------------------
+# --- logreg: scipy, certified by the gradient norm ------------------------------------------
 
 
-LOGREG_SHORTFALL = pytest.mark.xfail(
-    strict=True,
-    reason="not met: (L-)BFGS at reg 1e-4 on 4,000 Fashion-MNIST rows is 28% (multiclass) and "
-    "61% (2 vs 4) above the optimum after 100 iterations; scipy needs 838-2,068 evaluations. "
-    "Needs a Newton-CG (TRON) trainer",
-)
+class _LogRegProblem:
+    """The logreg objective in plain numpy: value, gradient and Hessian-vector product."""
 
+    def __init__(self, X, y, k, reg):
+        self.X, self.y, self.k, self.reg = X, y, k, reg
+        self.shape = (X.shape[1],) if k == 2 else (X.shape[1], k)
+        self.size = int(np.prod(self.shape))
+        self.X32, self._at = X.astype(np.float32), None
 
-@pytest.mark.parametrize(
-    "classes",
-    [pytest.param((2, 4), marks=LOGREG_SHORTFALL), pytest.param(None, marks=LOGREG_SHORTFALL)],
-)
-def test_logreg_reaches_the_scipy_optimum_in_100_iterations(tmp_path, classes):
-    reg = 1e-4  # the configured logreg template (Fashion-MNIST)
-    X, y = _data("fashion-mnist", 4000, classes)
-    k = 2 if classes else 10
-    shape = (X.shape[1],) if k == 2 else (X.shape[1], k)
-    size = int(np.prod(shape))
+    def split(self, theta):
+        W = theta[: self.size].reshape(self.shape)
+        return W, (theta[self.size :] if self.k > 2 else theta[self.size])
 
-    def f(theta):
-        W, b = theta[:size].reshape(shape), theta[size:] if k > 2 else theta[size]
-        return logloss(X, y, W, b, reg)
-
-    def grad(theta):  # independent analytic gradient (checked by finite differences below)
-        W, b = theta[:size].reshape(shape), theta[size:] if k > 2 else theta[size]
-        Z = X @ W + b
-        if k == 2:
-            R = 1.0 / (1.0 + np.exp(-Z)) - y
-            return np.concatenate([X.T @ R / len(y) + reg * W, [R.mean()]])
+    def probs(self, theta):
+        W, b = self.split(theta)
+        Z = self.X @ W + b
+        if self.k == 2:
+            return 1.0 / (1.0 + np.exp(-Z))
         P = np.exp(Z - Z.max(1, keepdims=True))
-        P /= P.sum(1, keepdims=True)
-        P[np.arange(len(y)), y] -= 1.0
-        return np.concatenate([(X.T @ P / len(y) + reg * W).ravel(), P.mean(0)])
+        return P / P.sum(1, keepdims=True)
 
-    x0 = np.zeros(size + (k if k > 2 else 1))
+    def f(self, theta):
+        return logloss(self.X, self.y, *self.split(theta), self.reg)
+
+    def grad(self, theta):
+        W, _ = self.split(theta)
+        R, n = self.probs(theta), len(self.y)
+        if self.k == 2:
+            R = R - self.y
+            return np.concatenate([self.X.T @ R / n + self.reg * W, [R.mean()]])
+        R[np.arange(n), self.y] -= 1.0
+        return np.concatenate([(self.X.T @ R / n + self.reg * W).ravel(), R.mean(0)])
+
+    def hessp(self, theta, v):
+        # float32 products at probabilities cached per point: the Hessian only steers the
+        # search, the certificate below uses the float64 objective and gradient.
+        if self._at is None or not np.array_equal(self._at, theta):
+            self._at, self._P = theta.copy(), self.probs(theta).astype(np.float32)
+        (V, vb), n, P = self.split(v.astype(np.float32)), len(self.y), self._P
+        U = self.X32 @ V + vb
+        R = P * (1 - P) * U if self.k == 2 else P * (U - np.sum(P * U, 1, keepdims=True))
+        HV = self.X32.T @ R / n + self.reg * V
+        return np.concatenate([np.ravel(HV), np.atleast_1d(R.sum(0) / n)]).astype(np.float64)
+
+
+@pytest.mark.parametrize("classes,rows", [((2, 4), 20_000), (None, 3000)])
+def test_logreg_reaches_the_scipy_optimum_in_100_iterations(tmp_path, classes, rows):
+    reg = 1e-4  # the configured logreg template (Fashion-MNIST)
+    X, y = _data("fashion-mnist", rows, classes)  # 2 vs 4: ~4,000 rows of the two classes
+    k = 2 if classes else 10
+    prob = _LogRegProblem(X, y, k, reg)
+    x0 = np.zeros(prob.size + (k if k > 2 else 1))
     e = np.zeros_like(x0)
     e[3] = 1e-6
-    assert (f(x0 + e) - f(x0 - e)) / 2e-6 == pytest.approx(grad(x0)[3], rel=1e-5, abs=1e-9)
+    fd = (prob.f(x0 + e) - prob.f(x0 - e)) / 2e-6
+    assert fd == pytest.approx(prob.grad(x0)[3], rel=1e-5, abs=1e-9)
+    fd = (prob.grad(x0 + e) - prob.grad(x0 - e)) / 2e-6
+    np.testing.assert_allclose(fd, prob.hessp(x0, e / 1e-6), rtol=1e-4, atol=1e-7)
     ref = minimize(
-        lambda t: (f(t), grad(t)),
-        x0,
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": 20_000, "ftol": 1e-15, "gtol": 1e-10},
+        prob.f, x0, jac=prob.grad, hessp=prob.hessp, method="trust-ncg", options={"gtol": 1e-9}
     )
-    _, losses = _train(tmp_path, X, y, "logreg", k, {"reg": reg}, 100)
-    assert _first_within(losses, ref.fun, 1e-3) is not None
-    assert losses.min() >= ref.fun * (1 - 1e-6)
+    # Certificate: the objective is reg-strongly convex, so f(x) - f* <= ||grad f(x)||^2 / 2reg.
+    lower = ref.fun - np.sum(prob.grad(ref.x) ** 2) / (2 * reg)
+    assert (ref.fun - lower) / lower < 1e-6
+    target = ref.fun * (1 + 1e-3)
+    _, losses = _train(tmp_path, X, y, "logreg", k, {"reg": reg}, 100, target=target)
+    assert losses[-1] <= target, (losses[-1] - ref.fun) / ref.fun
+    assert losses.min() >= lower * (1 - 1e-9)
 
 
 # --- kmeans: scikit-learn best of 50 ---------------------------------------------------------
@@ -195,8 +227,8 @@ def test_kmeans_within_2_percent_of_sklearn_best_of_50(tmp_path, name, k, rows):
 @pytest.mark.parametrize(
     "algorithm,k,params",
     [
-        ("logreg", 2, {"reg": 1e-3}),
-        ("logreg", 4, {"reg": 1e-3}),
+        ("logreg", 2, {"reg": 1e-3, "solver": "lbfgs"}),
+        ("logreg", 4, {"reg": 1e-3, "solver": "lbfgs"}),
         ("linreg", 1, {"reg": 1e-3}),
         ("svm", 2, {"reg": 1e-3}),
         ("mlp", 3, {"hidden": 5, "reg": 1e-3}),
@@ -223,4 +255,32 @@ def test_closure_gradients_match_finite_differences(tmp_path, monkeypatch, algor
         e[i] = 1e-6
         fd = (evaluate(theta + e)[0] - evaluate(theta - e)[0]) / 2e-6
         assert fd == pytest.approx(g0[i], rel=1e-5, abs=1e-8), (algorithm, i)
+    assert np.isfinite(f0)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_newton_closures_match_finite_differences(tmp_path, monkeypatch, k):
+    """Gradient, Hessian-vector products and Hessian diagonal of the Newton-CG logreg."""
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((300, 6)), rng.integers(0, k, 300)
+    closures = []
+
+    def capture(evaluate, hessvec, start, on_step):
+        closures.append((evaluate, hessvec))
+        return start
+
+    monkeypatch.setattr(linear, "newton_cg", capture)
+    _train(tmp_path, X, y, "logreg", k, {"reg": 1e-3}, 5)
+    ((evaluate, hessvec),) = closures
+    size = 7 if k == 2 else 7 * k
+    theta = 0.3 * rng.standard_normal(size)
+    f0, g0, diag = evaluate(theta)
+    for i in range(size):
+        e = np.zeros(size)
+        e[i] = 1e-6
+        fd = (evaluate(theta + e)[0] - evaluate(theta - e)[0]) / 2e-6
+        assert fd == pytest.approx(g0[i], rel=1e-5, abs=1e-8), i
+        column = (evaluate(theta + e)[1] - evaluate(theta - e)[1]) / 2e-6
+        np.testing.assert_allclose(hessvec(theta, e / 1e-6), column, rtol=1e-5, atol=1e-8)
+        assert diag[i] == pytest.approx(column[i], rel=1e-5, abs=1e-8), i
     assert np.isfinite(f0)
