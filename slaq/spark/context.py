@@ -249,7 +249,11 @@ class SparkTrainContext:
             raise ValueError("map_reduce over no blocks")
         waited0 = time.monotonic()
         with self.gate.cond:
-            while True:
+            # An iteration keeps the cores it started with (docs/design.md §2, as in the
+            # simulator): only its first Spark job waits for the gate; line-search trials and
+            # other calls before the report run at once on the same task count.
+            running = self._pending
+            while running is None:
                 if self.gate.aborted():
                     raise RunAborted()
                 if self.state.status != RUNNING:
@@ -259,7 +263,9 @@ class SparkTrainContext:
                 if self.gate.refill_if_idle():
                     continue
                 self.gate.cond.wait()
-            cores = self.gate.cores
+            if self.gate.aborted():
+                raise RunAborted()
+            cores = self.gate.cores if running is None else running.cores
             native = self.gate.native
             self.gate.in_flight = True
         wait_s = time.monotonic() - waited0
@@ -300,8 +306,9 @@ class SparkTrainContext:
         # starts with the first one since the last report and is charged all of their CPU.
         prev = self._pending
         if prev is None:
-            used = tasks if not native else cores
-            self._pending = IterationStats(t0, t1, tasks, used, cpu, wait_s)
+            # The iteration's cores: its allocation (a one-block setup call runs one task but
+            # the iteration holds, and its later calls use, what the job was given).
+            self._pending = IterationStats(t0, t1, tasks, cores, cpu, wait_s)
         else:
             prev.t_end_s, prev.cpu_s, prev.wait_s = t1, prev.cpu_s + cpu, prev.wait_s + wait_s
         if acc is None:
