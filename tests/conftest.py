@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import psutil
 import pytest
 
 
@@ -51,3 +52,31 @@ def running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@pytest.fixture(scope="class")
+def shared_sc(spark_cluster):
+    """One SparkContext for the tests of a class (a context costs ~30 s to start here)."""
+    from slaq.spark.session import start_spark_context, stop_spark_context
+
+    sc = start_spark_context(
+        spark_cluster.master_url,
+        total_cores=spark_cluster.total_cores,
+        task_log=True,
+        auth_secret=spark_cluster.secret,
+    )
+    yield sc
+    stop_spark_context(sc)
+    assert not driver_jvms(), "driver JVM left after stop_spark_context"
+
+
+def driver_jvms() -> list[int]:
+    """Driver JVMs (``SparkSubmit``) started by this test process and still running."""
+    out = []
+    for proc in psutil.Process().children():
+        try:
+            if "SparkSubmit" in " ".join(proc.cmdline()) and proc.status() != "zombie":
+                out.append(proc.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return out

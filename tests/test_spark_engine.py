@@ -21,12 +21,10 @@ from slaq.spark.engine import (
     EpochInfo,
     job_items,
     run_live,
-    start_spark_context,
-    stop_spark_context,
 )
 from slaq.traces import ALLOCATION_SCHEMA, TRACE_SCHEMA, read_allocations, read_run, read_trace
 from slaq.workload import parse_workload
-from tests.conftest import running
+from tests.conftest import driver_jvms, running
 from tests.test_spark_cluster import is_loopback, listeners, wait_gone
 
 TINY = {
@@ -51,18 +49,6 @@ def tiny_workload(max_iter: int = 10) -> object:
         "jobs": [{**j, "max_iter": max_iter, "tol": 0.0} for j in TINY["jobs"]],
     }
     return parse_workload(data, "<tiny>")
-
-
-def driver_jvms() -> list[int]:
-    """Driver JVMs (``SparkSubmit``) started by this test process and still running."""
-    out = []
-    for proc in psutil.Process().children():
-        try:
-            if "SparkSubmit" in " ".join(proc.cmdline()) and proc.status() != "zombie":
-                out.append(proc.pid)
-        except psutil.NoSuchProcess:
-            continue
-    return out
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -259,20 +245,6 @@ def test_fair_end_to_end_with_its_own_spark_context(spark_cluster, tmp_path):
     assert not driver_jvms(), "driver JVM left after the run"
 
 
-@pytest.fixture(scope="class")
-def shared_sc(spark_cluster):
-    """One SparkContext for the tests of a class (a context costs ~30 s to start here)."""
-    sc = start_spark_context(
-        spark_cluster.master_url,
-        total_cores=spark_cluster.total_cores,
-        task_log=True,
-        auth_secret=spark_cluster.secret,
-    )
-    yield sc
-    stop_spark_context(sc)
-    assert not driver_jvms(), "driver JVM left after stop_spark_context"
-
-
 @pytest.mark.spark
 class TestOnASharedSparkContext:
     """Further policies reuse one SparkContext (the engine leaves a given context running)."""
@@ -332,71 +304,3 @@ def test_lost_worker_run_completes_with_complete_traces(tmp_path):
     assert len(late) > 0 and (late.groupby("epoch").cores.sum() <= 1).all()
     assert not driver_jvms()
     assert not wait_gone(pids, 5)
-
-
-def active_sets(allocations: pd.DataFrame) -> list[frozenset[str]]:
-    """The sequence of distinct sets of jobs a run's decisions covered, in time order."""
-    out: list[frozenset[str]] = []
-    for _, rows in allocations.sort_values(["epoch", "job_id"]).groupby("epoch", sort=True):
-        current = frozenset(rows.job_id)
-        if not out or out[-1] != current:
-            out.append(current)
-    return out
-
-
-@pytest.mark.spark
-class TestOneLoopTwoDrivers:
-    """The simulator, fed the live run's measured iteration times, decides as the live run did."""
-
-    @pytest.mark.parametrize("policy_name", ["fair", "slaq"])
-    def test_replay_makes_the_same_decisions(self, spark_cluster, shared_sc, tmp_path, policy_name):
-        from slaq.sim import run_simulation, sim_jobs_from_trace
-
-        staggered = parse_workload(
-            {
-                "name": "staggered",
-                "jobs": [
-                    {**j, "arrival_s": 4.0 * i, "max_iter": 12, "tol": 0.0}
-                    for i, j in enumerate(TINY["jobs"])
-                ],
-            },
-            "<staggered>",
-        )
-        out = tmp_path / "live"
-        run_live(
-            staggered,
-            load_policy(policy_name),
-            master_url=spark_cluster.master_url,
-            total_cores=spark_cluster.total_cores,
-            epoch_s=1.0,
-            seed=3,
-            out_dir=out,
-            progress=False,
-            max_time_s=240,
-            spark_context=shared_sc,
-            n_blocks=16,
-        )
-        live_alloc = read_allocations(out)
-        meta = read_run(out)
-        jobs = sim_jobs_from_trace(read_trace(out), meta["jobs"])
-        sim = run_simulation(jobs, load_policy(policy_name), cores=meta["cores"], epoch_s=1.0)
-        sim_alloc = pd.DataFrame([a.__dict__ for a in sim.allocations])
-        # Same arrivals and job ends in the same order, hence the same decision points.
-        assert active_sets(sim_alloc) == active_sets(live_alloc)
-        if policy_name == "fair":
-            # Fair shares depend only on the active set: every distinct allocation matches.
-            def shares(frame):
-                seen = []
-                for _, rows in frame.sort_values(["epoch", "job_id"]).groupby("epoch"):
-                    alloc = tuple(zip(rows.job_id, rows.cores, strict=True))
-                    if not seen or seen[-1] != alloc:
-                        seen.append(alloc)
-                return seen
-
-            assert shares(sim_alloc) == shares(live_alloc)
-        # Each job lives about as long in the replay (timing noise of a shared machine).
-        for job_id, info in meta["jobs"].items():
-            live_life = info["finished_s"] - info["started_s"]
-            sim_state = sim.states[job_id]
-            sim_life = sim_state.finished_s - sim_state.started_s
-            assert sim_life == pytest.approx(live_life, rel=0.35, abs=2.0), job_id
