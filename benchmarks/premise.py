@@ -101,6 +101,43 @@ class HeldTrainer:
         self.inner.run(_DeadlineContext(ctx, time.monotonic() + self.hold_s))
 
 
+def premise_workload(hidden: int) -> Any:
+    """Two identical MLP jobs that never converge on their own (the window ends them)."""
+    jobs = [
+        {
+            "id": job_id,
+            "algorithm": "mlp",
+            "dataset": "premise",
+            "arrival_s": 0.0,
+            "max_iter": 1_000_000,
+            "tol": 0.0,
+            "params": {"hidden": hidden},
+            "seed": 1,
+        }
+        for job_id in ("big", "small")
+    ]
+    return parse_workload({"name": "premise", "jobs": jobs})
+
+
+def held_window(out: Path, budget: bool, cores: Mapping[str, int], hold: float) -> dict:
+    """Per job: iterations, CPU and iteration times inside the hold window of a run."""
+    trace = read_trace(out)
+    meta = read_run(out)
+    result: dict[str, Any] = {"cpu_budget": budget, "jobs": {}}
+    for job_id, n in cores.items():
+        rows = trace[(trace.job_id == job_id) & (trace.t_end_s <= hold)]
+        result["jobs"][job_id] = {
+            "cores": n,
+            "iterations": len(rows),
+            "cpu_s": float(rows.cpu_s.sum()),
+            "cpu_share": float(rows.cpu_s.sum()) / hold,
+            "median_iteration_wall_s": float((rows.t_end_s - rows.t_start_s).median()),
+            "median_iteration_cpu_s": float(rows.cpu_s.median()),
+            "wait_s": meta["jobs"][job_id]["wait_s"],
+        }
+    return result
+
+
 def run_mode(
     cluster: Any,
     *,
@@ -110,25 +147,7 @@ def run_mode(
     work_dir: Path,
 ) -> dict[str, Any]:
     """One held run; returns iterations per job inside the window and their ratio."""
-    params = {"hidden": args.hidden}
-    workload = parse_workload(
-        {
-            "name": "premise",
-            "jobs": [
-                {
-                    "id": job_id,
-                    "algorithm": "mlp",
-                    "dataset": "premise",
-                    "arrival_s": 0.0,
-                    "max_iter": 1_000_000,
-                    "tol": 0.0,
-                    "params": params,
-                    "seed": 1,
-                }
-                for job_id in ("big", "small")
-            ],
-        }
-    )
+    workload = premise_workload(args.hidden)
     policy = FixedPolicy({"big": args.big, "small": args.small})
     hold = args.hold
 
@@ -152,24 +171,11 @@ def run_mode(
         dataset_loader=lambda name: data,
         trainer_factory=factory,
     )
-    trace = read_trace(out)
-    meta = read_run(out)
-    result: dict[str, Any] = {"cpu_budget": budget, "jobs": {}}
-    for job_id, cores in (("big", args.big), ("small", args.small)):
-        rows = trace[(trace.job_id == job_id) & (trace.t_end_s <= hold)]
-        result["jobs"][job_id] = {
-            "cores": cores,
-            "iterations": len(rows),
-            "cpu_s": float(rows.cpu_s.sum()),
-            "cpu_share": float(rows.cpu_s.sum()) / hold,
-            "median_iteration_wall_s": float((rows.t_end_s - rows.t_start_s).median()),
-            "median_iteration_cpu_s": float(rows.cpu_s.median()),
-            "wait_s": meta["jobs"][job_id]["wait_s"],
-        }
+    result = held_window(out, budget, {"big": args.big, "small": args.small}, hold)
     small = result["jobs"]["small"]["iterations"]
     big = result["jobs"]["big"]["iterations"]
     result["ratio"] = big / small if small else float("inf")
-    result["spark_startup_s"] = meta["spark_startup_s"]
+    result["spark_startup_s"] = read_run(out)["spark_startup_s"]
     # CPUs the run's processes kept busy inside the window (slaq.spark.utilisation).
     util = pd.read_parquet(out / UTILISATION_FILE)
     result["utilisation"] = summarize(util[util.t_s <= hold + 1e-6].to_dict("records"))
@@ -185,8 +191,7 @@ def run_mode(
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the premise benchmark and write its JSON."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--cluster", default="local", help="'local' or spark://HOST:PORT")
@@ -202,7 +207,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--modes", default="budget,no-budget", help="comma list of budget,no-budget"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the premise benchmark and write its JSON."""
+    args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

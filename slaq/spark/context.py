@@ -234,24 +234,25 @@ class SparkTrainContext:
 
     # --------------------------------------------------------------- TrainContext protocol
 
-    def map_reduce(
-        self, fn: Callable[[Any, Any, Any], tuple], params: Any, blocks: Sequence[int] | None = None
-    ) -> tuple:
-        """Apply ``fn`` to the listed job-local blocks (all if None) as one Spark job; sum."""
+    def _select(self, blocks: Sequence[int] | None) -> list[Item]:
+        """The items of the listed job-local blocks (all of them if None)."""
         if blocks is None:
-            selected = self.items
-        else:
-            bad = [b for b in blocks if not 0 <= int(b) < self.n_blocks]
-            if bad:
-                raise IndexError(f"blocks {bad[:5]} outside this job's 0..{self.n_blocks - 1}")
-            selected = [self.items[int(b)] for b in blocks]
-        if not selected:
+            return self.items
+        bad = [b for b in blocks if not 0 <= int(b) < self.n_blocks]
+        if bad:
+            raise IndexError(f"blocks {bad[:5]} outside this job's 0..{self.n_blocks - 1}")
+        if not blocks:
             raise ValueError("map_reduce over no blocks")
-        waited0 = time.monotonic()
+        return [self.items[int(b)] for b in blocks]
+
+    def _acquire(self) -> tuple[int, bool]:
+        """Wait until the job may run a Spark job; its cores and whether FAIR is native.
+
+        An iteration keeps the cores it started with (docs/design.md §2, as in the
+        simulator): only its first Spark job waits for the gate; line-search trials and other
+        calls before the report run at once on the same task count.
+        """
         with self.gate.cond:
-            # An iteration keeps the cores it started with (docs/design.md §2, as in the
-            # simulator): only its first Spark job waits for the gate; line-search trials and
-            # other calls before the report run at once on the same task count.
             running = self._pending
             while running is None:
                 if self.gate.aborted():
@@ -265,9 +266,16 @@ class SparkTrainContext:
                 self.gate.cond.wait()
             if self.gate.aborted():
                 raise RunAborted()
-            cores = self.gate.cores if running is None else running.cores
-            native = self.gate.native
             self.gate.in_flight = True
+            return (self.gate.cores if running is None else running.cores), self.gate.native
+
+    def map_reduce(
+        self, fn: Callable[[Any, Any, Any], tuple], params: Any, blocks: Sequence[int] | None = None
+    ) -> tuple:
+        """Apply ``fn`` to the listed job-local blocks (all if None) as one Spark job; sum."""
+        selected = self._select(blocks)
+        waited0 = time.monotonic()
+        cores, native = self._acquire()
         wait_s = time.monotonic() - waited0
         tasks = len(selected) if native else min(cores, len(selected))
         iteration = len(self.state.history) + 1
