@@ -38,6 +38,7 @@ rule all:
         figure_files(),
         sweep_report(),
         premise_report(),
+        scaling_report(),
         f"{R}/curves/library.parquet" if RUN_SWEEP else [],
         # Every run directory, so that deleting one reruns it and what depends on it.
         live_runs(),

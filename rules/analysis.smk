@@ -122,6 +122,10 @@ rule summary:
         fidelity=fidelity_files(),
         overhead=f"{R}/overhead.json",
         prediction=f"{R}/prediction.json",
+        sweep=sweep_report(),
+        premise=premise_report(),
+        scaling=scaling_report(),
+        runs=live_runs(),
         figures=figure_files(),
     output:
         report(f"{R}/summary.md", caption="../paper-figures/captions/summary.rst", category="Summary"),
@@ -134,7 +138,11 @@ rule summary:
     threads: 1
     params:
         name=config["name"],
+        optional=lambda wc, input: " ".join(
+            f"--{k} {input[k][0]}" for k in ("sweep", "premise", "scaling") if input[k]
+        ),
     shell:
         "slaq summary --live {input.live} --sim {input.sim} --fidelity {input.fidelity}"
-        " --overhead {input.overhead} --prediction {input.prediction}"
-        " --figures {input.figures} --name {params.name} --out {output} > {log} 2>&1"
+        " --overhead {input.overhead} --prediction {input.prediction} {params.optional}"
+        " --runs {input.runs} --figures {input.figures} --name {params.name} --out {output}"
+        " > {log} 2>&1"

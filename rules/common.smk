@@ -143,6 +143,9 @@ def check_names(config):
         ("sweep.ablation.load", sweep["ablation"]["load"], sweep["loads"]),
         ("sweep.ablation.mix", sweep["ablation"]["mix"], sweep["mixes"]),
     ]
+    if config["live"]["enabled"]:
+        refs.append(("baseline (live.policies)", config["baseline"], config["live"]["policies"]))
+    refs += [("live.policies", label, policies) for label in config["live"]["policies"]]
     for key, value, allowed in refs:
         if value not in allowed:
             raise ConfigError(f"{key} {value!r} must be one of {list(allowed)}")
@@ -175,6 +178,7 @@ SEEDS = config["seeds"]
 LIVE = config["live"]
 SWEEP = config["sweep"]
 POLICIES = config["policies"]
+LIVE_POLICIES = LIVE["policies"]
 BASE = config["baseline"]
 RUN_LIVE = LIVE["enabled"]
 RUN_SWEEP = SWEEP["enabled"]
@@ -182,6 +186,7 @@ RUN_SWEEP = SWEEP["enabled"]
 RUN_FIDELITY = RUN_LIVE and len(SEEDS) > 1
 PLOTS = str(Path(workflow.basedir) / "paper-figures" / "plots.py")
 PREMISE = str(Path(workflow.basedir) / "benchmarks" / "premise.py")
+SCALING = str(Path(workflow.basedir) / "benchmarks" / "scaling.py")
 CAPTIONS = Path(workflow.basedir) / "paper-figures" / "captions"
 
 
@@ -205,17 +210,29 @@ def arg_flags(args):
 
 
 def variants():
-    """Sweep cell variants: every policy, plus the ablation's policy at each min_cores.
+    """Sweep cell variants: every policy, plus the ablation's policy at each (min_cores,
+    floor_share).
 
-    A min_cores value the policy already has is its own cell, not a second copy: the sweep
-    report labels cells by policy and arguments, and two runs under one label would collide.
+    A combination the policy already has is its own cell, not a second copy: the sweep report
+    labels cells by policy and arguments, and two runs under one label would collide.
     """
+    from slaq.policy import load_policy
+
     table = {label: (p["spec"], p.get("args") or {}) for label, p in POLICIES.items()}
     ablation = SWEEP["ablation"]
-    spec, args = table[ablation["policy"]]
+    name = ablation["policy"]
+    spec, args = table[name]
+    base = load_policy(spec, **args)
     for k in ablation["min_cores"]:
-        if args.get("min_cores") != k:
-            table[f"{ablation['policy']}-min_cores-{k}"] = (spec, {**args, "min_cores": k})
+        for share in ablation["floor_shares"]:
+            if (base.min_cores, base.floor_share) == (k, share):
+                continue
+            label = f"{name}-min_cores-{k}"
+            extra = {"min_cores": k}
+            if share != base.floor_share:
+                label += f"-floor_share-{share:g}"
+                extra["floor_share"] = share
+            table[label] = (spec, {**args, **extra})
     return table
 
 
@@ -257,7 +274,7 @@ def live_runs(policies=None, seeds=None):
         return []
     return expand(
         f"{R}/live/{{policy}}-{{seed}}",
-        policy=policies if policies is not None else list(POLICIES),
+        policy=policies if policies is not None else LIVE_POLICIES,
         seed=seeds if seeds is not None else SEEDS,
     )
 
@@ -312,6 +329,10 @@ def sweep_report():
 
 def premise_report():
     return [f"{R}/benchmarks/premise.json"] if config["premise"]["enabled"] else []
+
+
+def scaling_report():
+    return [f"{R}/benchmarks/scaling.json"] if config["scaling"]["enabled"] else []
 
 
 def figure_files(suffix=".png", directory=F):

@@ -122,3 +122,25 @@ rule premise:
     shell:
         "python {params.script} --hold {params.hold} --rows {params.rows}"
         " --epoch {params.epoch} --out {output} > {log} 2>&1"
+
+
+rule scaling:
+    output:
+        json=f"{R}/benchmarks/scaling.json",
+        png=f"{F}/i_scaling.png",
+    log:
+        f"{R}/logs/scaling.log",
+    benchmark:
+        f"{R}/benchmarks/scaling.tsv"
+    conda:
+        "../config/environment.yaml"
+    # Its own local cluster, saturated: like a live run, it needs the machine alone.
+    threads: 4096
+    resources:
+        spark_cluster=1,
+    params:
+        script=SCALING,
+        quick="--quick" if config["scaling"]["quick"] else "",
+    shell:
+        "python {params.script} {params.quick} --out {output.json} --png {output.png}"
+        " > {log} 2>&1"

@@ -137,6 +137,8 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         sim=args.sim,
         sweep=args.sweep,
         premise=args.premise,
+        scaling=args.scaling,
+        runs=args.runs,
         overhead=args.overhead,
         fidelity=args.fidelity,
         prediction=args.prediction,
@@ -213,7 +215,9 @@ def _add_summary(sub: Any) -> None:
     p.add_argument("--sim", nargs="*", default=[], help="metrics JSON of simulated comparisons")
     p.add_argument("--fidelity", nargs="*", default=[])
     p.add_argument("--sweep", help="sweep.json of slaq sweep report")
-    p.add_argument("--premise", help="premise benchmark JSON ({'ratio': ...})")
+    p.add_argument("--premise", help="premise benchmark JSON (benchmarks/premise.py)")
+    p.add_argument("--scaling", help="scaling benchmark JSON (benchmarks/scaling.py)")
+    p.add_argument("--runs", nargs="*", default=[], help="live run directories (one row each)")
     p.add_argument("--overhead")
     p.add_argument("--prediction")
     p.add_argument("--figures", nargs="*", default=[])

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from slaq.stats import seed_statistics
+from slaq.summary_live import live_runs_section, premise_section, scaling_section
 from slaq.traces import write_text_atomic
 
 PAPER_QUALITY = 0.73
 PAPER_DELAY = 0.44
-PREMISE_TARGET = 2.5
 
 
 def _load(paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -213,20 +213,6 @@ def _sweep_section(path: Path | None) -> list[str]:
     return lines + _ablation(data) + _costs(data)
 
 
-def _premise_section(path: Path | None) -> list[str]:
-    if path is None:
-        return []
-    ratio = float(json.loads(Path(path).read_text())["ratio"])
-    verdict = "met" if ratio >= PREMISE_TARGET else "NOT met"
-    return [
-        "### Allocation premise",
-        "",
-        f"Iterations of a job at 6 of 8 slots over one at 2 of 8 under saturation: "
-        f"{ratio:.2f}x (target >= {PREMISE_TARGET}x, ideal 3x): {verdict}.",
-        "",
-    ]
-
-
 def _fidelity_section(paths: Sequence[Path]) -> list[str]:
     """In-sample replays (mad_*) and out-of-sample predictions (calibration) of live runs."""
     data = _load(paths)
@@ -312,6 +298,8 @@ def render(
     sim: Sequence[Path] = (),
     sweep: Path | None = None,
     premise: Path | None = None,
+    scaling: Path | None = None,
+    runs: Sequence[Path] = (),
     overhead: Path | None = None,
     fidelity: Sequence[Path] = (),
     prediction: Path | None = None,
@@ -329,9 +317,11 @@ def render(
     live_runs = _load(live)
     lines += _comparison_table(live_runs, "Live on Spark")
     lines += _decision_times(live_runs)
+    lines += live_runs_section(runs)
     lines += _comparison_table(_load(sim), "Simulated at paper scale")
     lines += _sweep_section(sweep)
-    lines += _premise_section(premise)
+    lines += premise_section(premise)
+    lines += scaling_section(scaling)
     lines += _fidelity_section(fidelity)
     lines += _overhead_section(overhead)
     lines += _prediction_section(prediction)
