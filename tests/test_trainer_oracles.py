@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.optimize import minimize
+from scipy.optimize import lsq_linear, minimize
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
@@ -65,52 +65,63 @@ def _first_within(losses, optimum, rel):
 
 
 def _svm_optimum(X, y, reg):
-    """(upper, lower) bounds of the hinge optimum: LinearSVC's primal value and a dual value."""
+    """(upper, lower) bounds of the hinge optimum: primal values and a dual (weak duality)."""
     n = len(y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        svc = LinearSVC(loss="hinge", C=1.0 / (reg * n), tol=1e-6, max_iter=20_000).fit(X, y)
-    upper = hinge(X, y, svc.coef_.ravel(), svc.intercept_[0], reg)
+        svc = LinearSVC(loss="hinge", C=1.0 / (reg * n), tol=1e-6, max_iter=2000).fit(X, y)
+    w = np.append(svc.coef_, svc.intercept_)
     s = np.where(y > 0, 1.0, -1.0)
-    Z = np.hstack([X, np.ones((n, 1))]) * s[:, None]
+    Z = np.hstack([X, np.ones((n, 1))]) * s[:, None]  # rows s_i (x_i, 1)
 
-    def neg_dual(a):  # weak duality: any 0 <= a <= 1 bounds the optimum from below
+    def neg_dual(a):  # any 0 <= a <= 1 bounds the optimum from below
         v = Z.T @ a
         return v @ v / (2 * reg * n * n) - a.sum() / n, Z @ v / (reg * n * n) - 1.0 / n
 
-    # Warm start from LinearSVC's margins: a_i = 1 inside the margin, 0 outside.
-    a0 = s * (np.hstack([X, np.ones((n, 1))]) @ np.append(svc.coef_, svc.intercept_)) < 1.0
-    opts = {"ftol": 1e-15, "gtol": 1e-12, "maxiter": 20_000}
-    dual = minimize(
-        neg_dual,
-        a0.astype(float),
-        jac=True,
-        method="L-BFGS-B",
-        bounds=[(0.0, 1.0)] * n,
-        options=opts,
-    )
-    return upper, -dual.fun
+    candidates = [_kkt_dual(Z, w, reg, tol) for tol in (3e-2, 1e-2)]
+    a = max(candidates, key=lambda a: -neg_dual(a)[0])
+    upper = min(hinge(X, y, w[:-1], w[-1], reg), _primal_of_dual(X, y, Z, a, reg))
+    if upper + neg_dual(a)[0] > -5e-5 * neg_dual(a)[0]:
+        # Degenerate margins (caravan: most negatives sit exactly on theirs): solve the dual.
+        opts = {"ftol": 1e-15, "gtol": 1e-12, "maxiter": 20_000}
+        a = minimize(
+            neg_dual, a, jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * n, options=opts
+        ).x
+        upper = min(upper, _primal_of_dual(X, y, Z, a, reg))
+    return upper, -neg_dual(a)[0]
 
 
-SUBSAMPLED_SVM = pytest.mark.xfail(
-    strict=True,
-    reason="6,000-row Fashion-MNIST 2 vs 4 is nearly separable at reg 1e-3: 11.9% gap at "
-    "iteration 200 (full 12,000 rows: 1e-2 at 153 in a prototype, not yet a test)",
-)
+def _kkt_dual(Z, w, reg, tol):
+    """Dual point from a primal one: a_i = 1 inside the margin, 0 outside, and on it (within
+    ``tol``) the [0, 1] values that best satisfy w = Z^T a / (reg n) (bounded least squares)."""
+    n = Z.shape[0]
+    margin = Z @ w
+    inside, on = margin < 1 - tol, np.abs(margin - 1) <= tol
+    a = inside.astype(float)
+    if 0 < on.sum() <= 2 * Z.shape[1]:  # else degenerate: left to the dual solver
+        a[on] = lsq_linear(Z[on].T, reg * n * w - Z[inside].sum(0), bounds=(0.0, 1.0)).x
+    return a
 
 
-@pytest.mark.parametrize(
-    "name,rows,classes",
-    [("caravan", None, None), pytest.param("fashion-mnist", 6000, (2, 4), marks=SUBSAMPLED_SVM)],
-)
-def test_svm_reaches_the_certified_optimum(tmp_path, name, rows, classes):
+def _primal_of_dual(X, y, Z, a, reg):
+    """Hinge objective at the primal point w(a) = Z^T a / (reg n) of a dual point."""
+    w = Z.T @ a / (reg * len(y))
+    return hinge(X, y, w[:-1], w[-1], reg)
+
+
+@pytest.mark.parametrize("name,classes", [("caravan", None), ("fashion-mnist", (2, 4))])
+def test_svm_reaches_the_certified_optimum(tmp_path, name, classes):
+    """1e-2 within 200 iterations and 1e-3 within 2,000, on all rows (Fashion-MNIST 2 vs 4:
+    the 12,000 training rows of the two classes; a 6,000-row subsample is nearly separable
+    at reg 1e-3 and is a different, harder problem)."""
     reg = 1e-3  # the configured svm template
-    X, y = _data(name, rows, classes)
+    X, y = _data(name, None, classes)
     upper, lower = _svm_optimum(X, y, reg)
     assert (upper - lower) / lower < 1e-4  # the certificate is tight enough to judge 1e-3
-    trainer, losses = _train(tmp_path, X, y, "svm", 2, {"reg": reg}, 600)
+    target = lower * (1 + 1e-3)
+    trainer, losses = _train(tmp_path, X, y, "svm", 2, {"reg": reg}, 2000, target=target)
     assert (losses[min(199, losses.size - 1)] - lower) / lower <= 1e-2
-    assert _first_within(losses, lower, 1e-3) is not None
+    assert losses[-1] <= target, (losses[-1] - lower) / lower
     assert hinge(X, y, *trainer.result, reg) == pytest.approx(losses[-1], rel=1e-9)
 
 
