@@ -171,39 +171,32 @@ def returns(runs: Sequence[Path], out: Path) -> None:
 
 
 def overhead(paths: Sequence[Path], out: Path) -> None:
-    """(e) SLAQ's decision time against jobs and cores, fast and reference heap."""
+    """(e) A whole SLAQ epoch (refit, snapshot, allocate) against jobs, beside scipy per job."""
     rows = []
     for path in existing(paths):
         for r in load_json(path)["results"]:
-            for impl in ("fast", "heap"):
-                if r.get(f"{impl}_p50_ms") is not None:
-                    rows.append(
-                        {
-                            "jobs": r["jobs"],
-                            "cores": f"{int(r['cores'])} cores",
-                            "implementation": impl,
-                            "ms": r[f"{impl}_p50_ms"],
-                        }
-                    )
-    fig, ax = plt.subplots(figsize=(7, 4))
+            label = f"{r['predictor']}, refit {r['refit']}"
+            rows.append({"jobs": r["jobs"], "cores": f"{int(r['cores'])} cores",
+                         "variant": label, "ms": r["epoch_ms"]["p50"]})  # fmt: skip
+            if r.get("reference_epoch_ms") and r["predictor"] == "curvefit":
+                rows.append({"jobs": r["jobs"], "cores": f"{int(r['cores'])} cores",
+                             "variant": f"scipy per job, refit {r['refit']}",
+                             "ms": r["reference_epoch_ms"]})  # fmt: skip
+    fig, ax = plt.subplots(figsize=(8, 4.2))
     if rows:
         sns.lineplot(
-            data=pd.DataFrame(rows),
-            x="jobs",
-            y="ms",
-            hue="cores",
-            style="implementation",
-            markers=True,
-            ax=ax,
-        )
+            data=pd.DataFrame(rows), x="jobs", y="ms", hue="variant", style="cores",
+            markers=True, ax=ax,
+        )  # fmt: skip
+        ax.axhline(100.0, color="grey", lw=0.8, ls=":", label="100 ms target")
         ax.set(xscale="log", yscale="log")
         legend_outside(ax)
     else:
-        no_data(ax, "no overhead benchmark")
+        no_data(ax, "no epoch benchmark")
     ax.set(
         xlabel="concurrent jobs",
-        ylabel="decision time per epoch, p50 (ms)",
-        title="Scheduling overhead of one SLAQ allocation",
+        ylabel="whole epoch, p50 (ms)",
+        title="Scheduling overhead: refit + snapshot + allocation per epoch",
     )
     save(fig, out)
 
@@ -211,9 +204,14 @@ def overhead(paths: Sequence[Path], out: Path) -> None:
 def prediction(paths: Sequence[Path], out: Path) -> None:
     """(f) relative error of the predicted loss k iterations ahead, per predictor."""
     rows = [
-        {"curves": group, "predictor": predictor, "horizon": int(h), "error": s["median"]}
+        {
+            "curves": f"{group} ({s['curves']})",
+            "predictor": predictor,
+            "horizon": int(h),
+            "error": s["median"],
+        }  # fmt: skip
         for path in existing(paths)
-        for group, preds in load_json(path)["families"].items()
+        for group, preds in load_json(path)["groups"].items()
         for predictor, by_h in preds.items()
         for h, s in by_h.items()
     ]

@@ -95,13 +95,14 @@ rule overhead:
         cores=",".join(map(str, config["overhead"]["cores"])),
         repeat=config["overhead"]["repeat"],
     shell:
-        "slaq bench overhead --jobs {params.jobs} --cores {params.cores}"
+        "slaq bench epoch --jobs {params.jobs} --cores {params.cores}"
         " --repeat {params.repeat} --out {output} > {log} 2>&1"
 
 
 rule prediction:
     input:
-        live_runs(),
+        runs=live_runs(),
+        library=[f"{R}/curves/library.parquet"] if RUN_SWEEP else [],
     output:
         f"{R}/prediction.json",
     log:
@@ -111,8 +112,11 @@ rule prediction:
     conda:
         "../config/environment.yaml"
     threads: 1
+    params:
+        library=lambda wc, input: f"--library {input.library[0]}" if input.library else "",
     shell:
-        "slaq bench prediction --trace {input} --out {output} > {log} 2>&1"
+        "slaq bench prediction --trace {input.runs} {params.library} --out {output}"
+        " > {log} 2>&1"
 
 
 rule summary:

@@ -113,9 +113,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed,
             reference_jobs=args.reference_jobs,
         )
+    # A run found under --live-root and also named with --trace is scored once.
+    runs = [*_live_runs(Path(args.live_root)), *[Path(t) for t in args.trace]]
     return prediction_benchmark(
         seed=args.seed,
-        traces=[*_live_runs(Path(args.live_root)), *[Path(t) for t in args.trace]],
+        traces=list({run.resolve(): run for run in runs}.values()),
         library=Path(args.library) if args.library else None,
     )
 

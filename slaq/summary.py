@@ -254,31 +254,47 @@ def _fidelity_section(paths: Sequence[Path]) -> list[str]:
 
 
 def _overhead_section(path: Path | None) -> list[str]:
+    """Whole-epoch cost (slaq bench epoch) at each size, beside the per-job scipy reference."""
     if path is None:
         return []
     data = json.loads(Path(path).read_text())
-    head = ["jobs", "cores", "fast p50", "fast p99", "heap p50", "same allocation"]
-    rows = []
-    for r in data["results"]:
-        heap = r.get("heap_p50_ms")
-        rows.append(
-            [str(r["jobs"]), str(r["cores"]), f"{r['fast_p50_ms']:.1f}", f"{r['fast_p99_ms']:.1f}",
-             "skipped" if heap is None else f"{heap:.1f}", str(r.get("same_allocation", "n/a"))]
-        )  # fmt: skip
-    return ["### Scheduling overhead (one SLAQ allocation, p50 / p99 ms)", ""] + _table(head, rows)
+    head = ["jobs", "cores", "predictor", "refit", "epoch p50 / p99 (ms)", "fit p50",
+            "allocate p50", "scipy per job (ms)", "speed-up"]  # fmt: skip
+    rows = [
+        [str(r["jobs"]), str(r["cores"]), r["predictor"], r["refit"],
+         f"{r['epoch_ms']['p50']:.1f} / {r['epoch_ms']['p99']:.1f}",
+         f"{r['fit_ms']['p50']:.1f}", f"{r['allocate_ms']['p50']:.1f}",
+         "n/a" if r.get("reference_epoch_ms") is None else f"{r['reference_epoch_ms']:.0f}",
+         "n/a" if r.get("speedup_p50") is None else f"{r['speedup_p50']:.0f}x"]
+        for r in data["results"]
+    ]  # fmt: skip
+    title = "### Scheduling overhead: one whole SLAQ epoch (every job got a new loss)"
+    return [title, "", str(data.get("reference", {}).get("what", "")), ""] + _table(head, rows)
 
 
 def _prediction_section(path: Path | None) -> list[str]:
+    """Median and p90 relative error per curve group, per predictor, at the longest horizon
+    the group's curves reach."""
     if path is None:
         return []
     data = json.loads(Path(path).read_text())
+    predictors = list(data["all"])
     rows = []
-    for family, preds in data["families"].items():
-        cells = [preds.get(p, {}).get("10", {}).get("median") for p in ("curvefit", "geometric")]
-        rows.append([family] + ["n/a" if c is None else f"{c:.4f}" for c in cells])
-    head = ["curves", "curvefit", "geometric"]
-    title = "### Loss prediction: median relative error 10 iterations ahead"
-    return [title, ""] + _table(head, rows)
+    for group, preds in [*data["groups"].items(), ("all", data["all"])]:
+        horizons = sorted(
+            {int(h) for p in preds.values() for h, c in p.items() if c and c.get("curves")}
+        )
+        if not horizons:
+            continue
+        h = str(horizons[-1])
+        cells = [preds.get(p, {}).get(h) for p in predictors]
+        curves = next((c["curves"] for c in cells if c), 0)
+        rows.append([group, h, str(curves)] + [
+            "n/a" if not c else f"{c['median']:.4f} / {c['p90']:.4f}" for c in cells
+        ])  # fmt: skip
+    title = ("### Loss prediction: relative error k iterations ahead "
+             "(median / p90; curves the fitter was not written for)")  # fmt: skip
+    return [title, ""] + _table(["curves", "k", "n"] + predictors, rows)
 
 
 def _decision_times(live_runs: list[dict[str, Any]]) -> list[str]:
