@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from slaq.bench_epoch import check_sizes, epoch_benchmark
+from slaq.bench_epoch import check_sizes, epoch_benchmark, views
 from slaq.bench_prediction import prediction_benchmark
 from slaq.fitbatch import fit_loss_models
 from slaq.policy import ClusterView, JobView, RuntimeFit, frozen_array
@@ -37,18 +37,8 @@ def synthetic_views(
         histories.append(frozen_array(losses))
         runtimes.append(RuntimeFit(float(rng.uniform(0.5, 4.0)), 0.05))
     models = fit_loss_models(histories, predictor)
-    return [
-        JobView(
-            job_id=f"j{i}",
-            arrival_s=0.0,
-            algorithm="synthetic",
-            losses=h,
-            runtime=runtimes[i],
-            loss_model=models[i],
-            max_drop=float(max(np.max(h[:-1] - h[1:]), 0.0)),
-        )
-        for i, h in enumerate(histories)
-    ]
+    drops = [float(max(np.max(h[:-1] - h[1:]), 0.0)) for h in histories]
+    return views(histories, models, runtimes, drops)
 
 
 def overhead(

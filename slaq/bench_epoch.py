@@ -48,12 +48,13 @@ def _curves(n: int, length: int, seed: int) -> list[np.ndarray]:
     ]
 
 
-def _views(
+def views(
     histories: list[np.ndarray],
     models: list[LossModel],
     runtimes: list[RuntimeFit],
     max_drops: list[float],
 ) -> list[JobView]:
+    """Synthetic jobs' snapshots from their histories, models, runtimes and largest drops."""
     return [
         JobView(
             job_id=f"j{i}",
@@ -153,9 +154,9 @@ def epoch_cell(
         t1 = time.perf_counter()
         models = _refit(histories, models, predictor, refit)
         t2 = time.perf_counter()
-        views = _views(histories, models, runtimes, max_drops)
+        snapshot = views(histories, models, runtimes, max_drops)
         t3 = time.perf_counter()
-        policy.allocate(cluster, views)
+        policy.allocate(cluster, snapshot)
         t4, cpu4 = time.perf_counter(), time.process_time()
         for name, sec in zip(
             names, (t2 - t1, (t1 - t0) + (t3 - t2), t4 - t3, t4 - t0, cpu4 - cpu0), strict=True
