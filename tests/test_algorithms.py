@@ -85,7 +85,7 @@ def test_logreg_matches_sklearn(tmp_path, n_classes):
     )
     X = _standardize(X)
     reg = 1e-2
-    trainer, ctx = _run(tmp_path, "lr", X, y, 6, "logreg", n_classes, {"reg": reg}, 500)
+    trainer, ctx = _run(tmp_path, "lr", X, y, 6, "logreg", n_classes, {"reg": reg}, 60)
     Xs = _as_seen(X)
     # sklearn minimizes C * sum(loss) + ||W||^2 / 2 (intercept free) = C n * (ours) with
     # reg = 1 / (C n).
