@@ -43,16 +43,21 @@ def logreg_binary_block(params: tuple[np.ndarray, float], X: Any, y: np.ndarray)
 
 def logreg_multi_block(params: tuple[np.ndarray, np.ndarray], X: Any, y: np.ndarray) -> tuple:
     """Sums of softmax cross-entropy and its gradient; labels are class indices 0..K-1."""
-    W, b = params
+    X, rows, labels, loss, P = _softmax_terms(params, X, y)
+    P[rows, labels] -= 1.0
+    return float(rows.size), loss, dense(X.T @ P), P.sum(axis=0)
+
+
+def _softmax_terms(params: tuple, X: Any, y: np.ndarray) -> tuple:
+    """(X as float64, row indices, labels, summed cross-entropy, softmax probabilities)."""
+    W, b = params[:2]
     X = as_f64(X)
     Z = dense(X @ W) + b
     rows = np.arange(Z.shape[0])
     labels = np.asarray(y, dtype=np.intp)
     lse = logsumexp_rows(Z)
     loss = float(np.sum(lse - Z[rows, labels]))
-    P = np.exp(Z - lse[:, None])
-    P[rows, labels] -= 1.0
-    return float(Z.shape[0]), loss, dense(X.T @ P), P.sum(axis=0)
+    return X, rows, labels, loss, np.exp(Z - lse[:, None])
 
 
 def logreg_binary_newton_block(params: tuple[np.ndarray, float], X: Any, y: np.ndarray) -> tuple:
@@ -84,18 +89,11 @@ def _softmax(Z: np.ndarray) -> np.ndarray:
 
 def logreg_multi_newton_block(params: tuple, X: Any, y: np.ndarray) -> tuple:
     """logreg_multi_block's sums plus the Hessian diagonal's data part (for preconditioning)."""
-    W, b = params
-    X = as_f64(X)
-    Z = dense(X @ W) + b
-    rows = np.arange(Z.shape[0])
-    labels = np.asarray(y, dtype=np.intp)
-    lse = logsumexp_rows(Z)
-    loss = float(np.sum(lse - Z[rows, labels]))
-    P = np.exp(Z - lse[:, None])
+    X, rows, labels, loss, P = _softmax_terms(params, X, y)
     D = P * (1.0 - P)
     diag = dense(squared(X).T @ D)
     P[rows, labels] -= 1.0
-    return float(Z.shape[0]), loss, dense(X.T @ P), P.sum(axis=0), diag, D.sum(axis=0)
+    return float(rows.size), loss, dense(X.T @ P), P.sum(axis=0), diag, D.sum(axis=0)
 
 
 def logreg_multi_hv_block(params: tuple, X: Any, y: np.ndarray) -> tuple:
