@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 from slaq.spark.auth import daemon_env, generate_secret
 from slaq.spark.procs import (
     JAVA_PACKAGE,
+    JVM_FLAGS,
     LOOPBACK,
     ClusterError,
     JavaMissingError,
@@ -197,6 +198,9 @@ class LocalSparkCluster:
             PYSPARK_PYTHON=sys.executable,
             SPARK_LOG_DIR=str(self.log_dir),
             SPARK_WORKER_DIR=str(self.log_dir / "work"),
+        )
+        env["SPARK_DAEMON_JAVA_OPTS"] = (
+            f"{env.get('SPARK_DAEMON_JAVA_OPTS', '')} {JVM_FLAGS}".strip()
         )
         # The REST submission server would take the fixed port 6066 and bypass RPC auth.
         env["SPARK_MASTER_OPTS"] = (

@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 JAVA_PACKAGE = "openjdk-17-jre-headless"
 LOOPBACK = "127.0.0.1"
+# Flags for every JVM we start (master, workers, driver, executors). They only coordinate: the
+# numeric work runs in the Python workers. The C2 compiler's and the parallel collector's
+# threads compete with those workers for the CPUs, so the client compiler alone and the serial
+# collector start a cluster and context in ~22 s instead of ~38 s and cut an 8-task Spark job
+# from ~0.65 s to ~0.48 s on a 2-CPU machine (/tmp probe, 2 runs each, alternated).
+JVM_FLAGS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 _PR_SET_PDEATHSIG = 1
 
 
