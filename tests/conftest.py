@@ -54,20 +54,31 @@ def running(pid: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="class")
-def shared_sc(spark_cluster):
-    """One SparkContext for the tests of a class (a context costs ~30 s to start here)."""
+def _spark_context(cluster):
+    """A SparkContext on the session's cluster, stopped (no driver JVM left) at the end."""
     from slaq.spark.session import start_spark_context, stop_spark_context
 
     sc = start_spark_context(
-        spark_cluster.master_url,
-        total_cores=spark_cluster.total_cores,
+        cluster.master_url,
+        total_cores=cluster.total_cores,
         task_log=True,
-        auth_secret=spark_cluster.secret,
+        auth_secret=cluster.secret,
     )
     yield sc
     stop_spark_context(sc)
     assert not driver_jvms(), "driver JVM left after stop_spark_context"
+
+
+@pytest.fixture(scope="class")
+def shared_sc(spark_cluster):
+    """One SparkContext for the tests of a class (a context costs ~20-30 s to start here)."""
+    yield from _spark_context(spark_cluster)
+
+
+@pytest.fixture(scope="module")
+def module_sc(spark_cluster):
+    """One SparkContext for the tests of a module."""
+    yield from _spark_context(spark_cluster)
 
 
 def driver_jvms() -> list[int]:

@@ -43,12 +43,20 @@ TINY = {
 }
 
 
+# A Newton-CG iteration is a gradient pass plus up to 20 Hessian-vector passes, each a Spark
+# job of ~0.3-0.5 s here; a few logreg iterations exercise it, the other jobs give the length.
+LOGREG_ITERATIONS = 3
+
+
+def tiny_iterations(job: dict, max_iter: int) -> int:
+    """Iterations a tiny-workload job runs: ``max_iter``, logreg at most LOGREG_ITERATIONS."""
+    return min(max_iter, LOGREG_ITERATIONS) if job["algorithm"] == "logreg" else max_iter
+
+
 def tiny_workload(max_iter: int = 10) -> object:
-    data = {
-        "name": TINY["name"],
-        "jobs": [{**j, "max_iter": max_iter, "tol": 0.0} for j in TINY["jobs"]],
-    }
-    return parse_workload(data, "<tiny>")
+    """The 3-job workload, every job with tol 0 (so it runs all its iterations)."""
+    jobs = [{**j, "max_iter": tiny_iterations(j, max_iter), "tol": 0.0} for j in TINY["jobs"]]
+    return parse_workload({"name": TINY["name"], "jobs": jobs}, "<tiny>")
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -227,7 +235,8 @@ def run_tiny(cluster, tmp_path: Path, policy_name: str, sc=None) -> Path:
     trace = read_trace(out)
     iterations = trace.groupby("job_id").iteration.max().to_dict()
     assert iterations == {k: v["iterations"] for k, v in meta["jobs"].items()}
-    assert iterations["a"] == iterations["b"] == 10 and 1 <= iterations["c"] <= 10
+    assert iterations["a"] == LOGREG_ITERATIONS and iterations["b"] == 10
+    assert 1 <= iterations["c"] <= 10
     assert (trace.cpu_s > 0).all() and np.isfinite(trace.loss).all()
     allocs = read_allocations(out)
     assert (allocs.groupby("epoch").cores.sum() <= cluster.total_cores).all()
@@ -258,8 +267,13 @@ class TestOnASharedSparkContext:
 @pytest.mark.spark
 def test_lost_worker_run_completes_with_complete_traces(tmp_path):
     """A worker SIGKILLed mid-run: the policy re-plans on the capacity left, every job finishes."""
-    job = {"dataset": "digits", "arrival_s": 0, "max_iter": 15, "tol": 0.0}
-    jobs = [{**job, "id": "a", "algorithm": "logreg"}, {**job, "id": "b", "algorithm": "linreg"}]
+    # One-pass-per-iteration jobs (a Newton-CG logreg iteration is ~20 Spark passes), long
+    # enough to outlive the kill at epoch 3.
+    job = {"arrival_s": 0, "max_iter": 25, "tol": 0.0}
+    jobs = [
+        {**job, "id": "a", "algorithm": "svm", "dataset": "breast-cancer"},
+        {**job, "id": "b", "algorithm": "linreg", "dataset": "digits"},
+    ]
     wl = parse_workload({"name": "lose-a-worker", "jobs": jobs}, "<lose>")
     out = tmp_path / "run"
     with LocalSparkCluster(workers=2, cores_per_worker=1, log_dir=tmp_path / "logs") as cluster:
@@ -297,7 +311,7 @@ def test_lost_worker_run_completes_with_complete_traces(tmp_path):
     # Complete traces: every iteration of every job, once, with finite losses.
     for job_id in ("a", "b"):
         iterations = sorted(trace[trace.job_id == job_id].iteration)
-        assert iterations == list(range(1, 16)), (job_id, iterations)
+        assert iterations == list(range(1, 26)), (job_id, iterations)
     assert np.isfinite(trace.loss).all() and (trace.cpu_s > 0).all()
     allocs = read_allocations(out)
     late = allocs[allocs.t_s > meta["capacity_changes"][-1][0]]
