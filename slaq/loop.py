@@ -80,6 +80,9 @@ class DecisionStep:
     epoch_s: float
     allocations: list[AllocationRow] = field(default_factory=list)
     decision_ms: list[float] = field(default_factory=list)
+    # CPU time of the deciding thread: the policy's own cost. Live, the wall time above also
+    # counts waiting for the GIL behind the job threads (pickling, Py4J) on the driver.
+    decision_cpu_ms: list[float] = field(default_factory=list)
     book: ModelBook = field(init=False)
 
     def __post_init__(self) -> None:
@@ -93,7 +96,7 @@ class DecisionStep:
             if state.cores > floor:  # served through ``now``: the starvation clock restarts
                 state.last_served_s = now
         cluster = ClusterView(total_cores=total, epoch_s=self.epoch_s, now_s=now)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         models = self.book.refresh(active)
         views = [s.view(m, now) for s, m in zip(active, models, strict=True)]
         try:
@@ -103,6 +106,7 @@ class DecisionStep:
         except Exception as exc:
             raise PolicyError(f"policy {self.policy.name!r} failed: {exc!r}") from exc
         elapsed_ms = (time.perf_counter() - t0) * 1e3
+        self.decision_cpu_ms.append((time.thread_time() - c0) * 1e3)
         decision = validate_decision(self.policy.name, raw, cluster, views)
         self.decision_ms.append(elapsed_ms)
         for state in active:
@@ -239,6 +243,7 @@ def run_metadata(
 ) -> dict[str, Any]:
     """The run.json fields both drivers write (each adds its own)."""
     decisions = np.asarray(step.decision_ms) if step.decision_ms else np.zeros(1)
+    cpu = np.asarray(step.decision_cpu_ms) if step.decision_cpu_ms else np.zeros(1)
     failed = [j for j, s in states.items() if s.status == FAILED]
     return {
         "run_id": step.run_id,
@@ -261,6 +266,8 @@ def run_metadata(
         "exit_status": "ok" if not failed else f"{len(failed)} jobs failed",
         "decision_ms_p50": float(np.percentile(decisions, 50)),
         "decision_ms_p99": float(np.percentile(decisions, 99)),
+        "decision_cpu_ms_p50": float(np.percentile(cpu, 50)),
+        "decision_cpu_ms_p99": float(np.percentile(cpu, 99)),
         "decisions": len(step.decision_ms),
         "jobs": {
             job_id: {

@@ -43,14 +43,17 @@ def live_runs_section(run_dirs: Sequence[Path]) -> list[str]:
         rows.append(
             [Path(run_dir).name, f"`{meta['policy']}`", str(meta["seed"]), meta["exit_status"],
              str(meta.get("decisions", "n/a")), _num(meta.get("decision_ms_p50")),
-             _num(meta.get("decision_ms_p99")), _num(busy), _num(util.get("machine_busy")),
+             _num(meta.get("decision_ms_p99")), _num(meta.get("decision_cpu_ms_p99")),
+             _num(busy), _num(util.get("machine_busy")),
              "n/a" if share is None else f"{share:.0%}",
              _num(meta.get("spark_fixed_cost_s"), ".3f")]
         )  # fmt: skip
     head = ["run", "policy", "seed", "status", "decisions", "decision p50 (ms)",
-            "decision p99 (ms)", "CPUs busy (run)", "CPUs busy (machine)", "of physical",
-            "empty Spark job (s)"]  # fmt: skip
+            "decision p99 (ms)", "its CPU p99 (ms)", "CPUs busy (run)", "CPUs busy (machine)",
+            "of physical", "empty Spark job (s)"]  # fmt: skip
     note = (
+        "Decision time is wall time on the driver; its CPU is the deciding thread's own CPU "
+        "time (the policy's cost), the rest is waiting for the GIL behind the job threads. "
         "CPUs busy: time-weighted mean over the run of the CPUs used by its driver, executors "
         "and Python workers (utilisation.parquet has it per decision); the machine column "
         "counts every tenant, so the difference is other load on the host."

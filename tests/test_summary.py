@@ -83,3 +83,21 @@ def test_sweep_regime_ablation_and_premise(tmp_path):
 def test_premise_verdict(tmp_path, ratio, verdict):
     (tmp_path / "p.json").write_text(json.dumps({"ratio": ratio}))
     assert f"ideal 3x): {verdict}." in render(premise=tmp_path / "p.json")
+
+
+def test_live_runs_table_separates_decision_wall_and_cpu_time(tmp_path):
+    from slaq.summary_live import live_runs_section
+
+    run = tmp_path / "slaq-0"
+    run.mkdir()
+    meta = {"policy": "slaq", "seed": 0, "exit_status": "ok", "decisions": 12,
+            "decision_ms_p50": 4.0, "decision_ms_p99": 118.0, "decision_cpu_ms_p99": 9.5,
+            "physical_cores": 2, "utilisation": {"cpu_busy": 1.5, "machine_busy": 1.9}}  # fmt: skip
+    (run / "run.json").write_text(json.dumps(meta))
+    lines = live_runs_section([run])
+    head = [c.strip() for c in next(x for x in lines if x.startswith("| run")).split("|")[1:-1]]
+    row = [c.strip() for c in next(x for x in lines if "slaq-0" in x).split("|")[1:-1]]
+    cells = dict(zip(head, row, strict=True))
+    assert cells["decision p99 (ms)"].startswith("118")
+    assert cells["its CPU p99 (ms)"].startswith("9.5")
+    assert cells["of physical"] == "75%"
