@@ -71,6 +71,17 @@ def load_workload_file(path: str | Path) -> Workload:
         raise
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs an integer of at least 1, got {value}")
+    return value
+
+
 def int_list(text: str) -> list[int]:
     """argparse type: a comma-separated list of integers."""
     try:

@@ -155,6 +155,7 @@ def draw_jobs(
     n_jobs: int,
     work_scale: float,
     fixed_cost_s: float,
+    max_cores: int | None = None,
 ) -> list[Any]:
     """``n_jobs`` seeded SimJobs from the library at offered ``load`` (see module docstring)."""
     from slaq.sim import SimJob
@@ -164,6 +165,8 @@ def draw_jobs(
         raise ValueError(f"unknown mix {mix!r}; choose one of {MIXES}")
     if load <= 0 or n_jobs < 2:
         raise ValueError("a sweep cell needs load > 0 and at least 2 jobs")
+    if max_cores is not None and max_cores < 1:
+        raise ValueError(f"max_cores must be at least 1, got {max_cores}")
     rng = np.random.default_rng([seed, 15])
     picks = rng.integers(0, len(library), size=n_jobs)
     kinds = _mixed_kinds(n_jobs, rng) if mix == "mixed" else ["smooth"] * n_jobs
@@ -186,7 +189,7 @@ def draw_jobs(
             params={"template_id": src.template_id, "curve": kinds[i]},
             seed=i,
         )
-        jobs.append(SimJob(spec, curves[i], works[i], fixed_cost_s))
+        jobs.append(SimJob(spec, curves[i], works[i], fixed_cost_s, max_cores))
     return jobs
 
 
@@ -212,6 +215,7 @@ def run_cell(
     fixed_cost_s: float,
     fixed_cost_source: str,
     out_dir: Path,
+    max_cores: int | None = None,
 ) -> dict[str, Any]:
     """Simulate one cell into ``out_dir``; returns its run metadata (with sweep and regime)."""
     from slaq.policy import load_policy
@@ -223,14 +227,14 @@ def run_cell(
     scale = auto_work_scale(library, cores) if work_scale is None else float(work_scale)
     jobs = draw_jobs(
         library, mix=mix, load=load, seed=seed, cores=cores, n_jobs=n_jobs,
-        work_scale=scale, fixed_cost_s=fixed_cost_s,
+        work_scale=scale, fixed_cost_s=fixed_cost_s, max_cores=max_cores,
     )  # fmt: skip
     cpu = np.array([c.cpu_s_per_iter for c in library])
     settings = {
         "mix": mix, "load": float(load), "seed": int(seed), "policy": policy,
         "policy_args": dict(policy_args), "label": policy_label(policy, policy_args),
         "cores": int(cores), "n_jobs": int(n_jobs), "epoch_s": float(epoch_s),
-        "work_scale": scale, "work_scale_auto": work_scale is None,
+        "max_cores": max_cores, "work_scale": scale, "work_scale_auto": work_scale is None,
         "fixed_cost_s": float(fixed_cost_s), "fixed_cost_source": fixed_cost_source,
         "library": str(library_path), "library_curves": len(library),
         "cpu_s_per_iter_median": float(np.median(cpu)), "cpu_s_per_iter_min": float(cpu.min()),

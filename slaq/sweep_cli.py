@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from slaq import sweep
+from slaq.cli_checks import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def _cmd_cell(args: argparse.Namespace) -> int:
         fixed_cost_s=fixed,
         fixed_cost_source=source,
         out_dir=Path(args.out),
+        max_cores=args.max_cores,
     )
     r = meta["regime"]
     log.info(
@@ -97,6 +99,12 @@ def _add_cell(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cores", type=int, default=sweep.DEFAULT_CORES)
     p.add_argument("--n-jobs", type=int, default=sweep.DEFAULT_N_JOBS)
     p.add_argument("--epoch-s", type=float, default=sweep.DEFAULT_EPOCH_S)
+    p.add_argument(
+        "--max-cores",
+        type=positive_int,
+        default=None,
+        help="cores one job can use at most (its partitions; default: unbounded)",
+    )
     p.add_argument(
         "--work-scale",
         type=_work_scale,

@@ -1,6 +1,7 @@
 """Regime figures, sweep cells and the sweep report on tiny workloads."""
 
 import argparse
+import dataclasses
 import json
 
 import numpy as np
@@ -79,6 +80,23 @@ def test_draw_jobs_exact_load_mixes_and_seeds(tmp_path):
     assert all(np.array_equal(a.losses, b.losses) for a, b in zip(mixed, again, strict=True))
     with pytest.raises(ValueError, match="unknown mix"):
         sweep.draw_jobs(lib, mix="spiky", seed=1, **kw)
+
+
+def test_max_cores_caps_every_job_in_the_simulation(tmp_path):
+    """A job's partitions bound its cores: with 2 jobs on 8 cores and a cap of 3, fair gives 3
+    each (6 of 8 used), not 4 each (hand-computed)."""
+    lib = sweep.load_library(_library(tmp_path / "lib.parquet", n_templates=1))
+    kw = dict(mix="smooth", load=0.5, seed=0, cores=8, n_jobs=2, work_scale=1.0)
+    jobs = sweep.draw_jobs(lib, fixed_cost_s=0.0, max_cores=3, **kw)
+    assert [j.max_cores for j in jobs] == [3, 3]
+    both = [dataclasses.replace(j, spec=dataclasses.replace(j.spec, arrival_s=0.0)) for j in jobs]
+    result = sim.run_simulation(both, load_policy("fair"), cores=8, epoch_s=1.0)
+    assert {(a.job_id, a.cores) for a in result.allocations if a.t_s == 0.0} == {
+        (both[0].spec.job_id, 3),
+        (both[1].spec.job_id, 3),
+    }
+    with pytest.raises(ValueError, match="max_cores"):
+        sweep.draw_jobs(lib, fixed_cost_s=0.0, max_cores=0, **kw)
 
 
 def _parser():
