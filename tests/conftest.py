@@ -91,3 +91,16 @@ def driver_jvms() -> list[int]:
         except psutil.NoSuchProcess:
             continue
     return out
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server on 127.0.0.1 (tests.http_server), shut down after the test."""
+    from tests.http_server import LocalHTTPServer
+
+    srv = LocalHTTPServer()
+    srv.thread.start()  # the socket already listens, so no wait is needed before requests
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+    srv.thread.join()

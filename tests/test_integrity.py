@@ -22,17 +22,7 @@ from slaq.traces import (
     write_table_atomic,
     write_text_atomic,
 )
-from tests.test_downloads import _libsvm_data, _libsvm_entry, _registry, _Server
-
-
-@pytest.fixture
-def server():
-    srv = _Server()
-    srv.thread.start()  # the socket already listens, so no wait is needed before requests
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
-    srv.thread.join()
+from tests.test_downloads import _libsvm_data, _libsvm_entry, _registry
 
 
 def _flip(path: Path, offset: int = -64, n: int = 16) -> None:
