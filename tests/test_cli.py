@@ -292,7 +292,15 @@ def test_sigint_during_simulate_exits_130_cleanly(tmp_path):
     out = tmp_path / "o"
     cmd = [sys.executable, "-c", SIM_SCRIPT, *_simulate(wl, out)]
     cmd.remove("--quiet")  # the progress bar on stderr says the simulation is running
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # A shell that starts pytest in the background hands it SIGINT ignored, and the child would
+    # inherit that (Python then installs no Ctrl-C handler): give it the default disposition,
+    # as a terminal's foreground process has.
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen = ""
     try:
         while "jobs finished" not in seen:
@@ -300,8 +308,7 @@ def test_sigint_during_simulate_exits_130_cleanly(tmp_path):
             assert char, f"simulate ended before its progress bar: {seen[-2000:]}"
             seen += char
         proc.send_signal(signal.SIGINT)
-        rest = proc.stderr.read()
-        proc.wait(timeout=60)
+        _, rest = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
