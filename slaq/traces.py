@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,9 +140,15 @@ def _atomic_target(path: Path) -> tuple[int, Path]:
 
 
 def write_table_atomic(rows: Iterable[Any], schema: pa.Schema, path: Path) -> None:
-    """Write dataclass rows (or dicts) as Parquet with ``schema``, atomically."""
-    records = [asdict(r) if hasattr(r, "__dataclass_fields__") else dict(r) for r in rows]
-    table = pa.Table.from_pylist(records, schema=schema)
+    """Write flat dataclass rows (or dicts) as Parquet with ``schema``, atomically."""
+    rows = list(rows)
+    # Column by column: dataclasses.asdict's recursive deep copy took 13 of 67 s of a
+    # 100-job simulation (147k rows); the rows are flat, so reading the fields is the same.
+    columns = {
+        name: [r.get(name) if isinstance(r, Mapping) else getattr(r, name, None) for r in rows]
+        for name in schema.names
+    }
+    table = pa.Table.from_pydict(columns, schema=schema)
     fd, tmp = _atomic_target(path)
     os.close(fd)
     try:
