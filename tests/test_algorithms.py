@@ -380,7 +380,11 @@ def test_iteration_cost_estimate_is_linear_and_plausible():
 
 @pytest.mark.parametrize(("algorithm", "k"), [("logreg", 5), ("mlp", 5), ("gmm", 4)])
 def test_iteration_cost_estimate_tracks_a_measurement(algorithm, k):
-    measured = measure_iteration_cpu_s(algorithm, 20_000, 200, k, {}, repeats=3)
+    # The least disturbed of five single measurements: a median of three was once 3.1x the
+    # estimate when CI started (cold caches, a busy machine).
+    measured = min(
+        measure_iteration_cpu_s(algorithm, 20_000, 200, k, {}, repeats=1) for _ in range(5)
+    )
     estimated = estimate_iteration_cpu_s(algorithm, 20_000, 200, k, {})
     # A sizing aid, not a benchmark: within a factor of three on any sane machine.
     assert measured / 3 < estimated < measured * 3

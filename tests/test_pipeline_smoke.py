@@ -137,7 +137,8 @@ def test_plugin_policy_source_is_an_input_of_its_runs(tmp_path):
 @pytest.mark.spark
 @pytest.mark.slow
 def test_smoke_pipeline_end_to_end(tmp_path):
-    run = snakemake(tmp_path, "--config", f"data_dir={REPO / 'datasets' / 'cache'}")
+    data_dir = ("--config", f"data_dir={REPO / 'datasets' / 'cache'}")
+    run = snakemake(tmp_path, *data_dir)
     assert run.returncode == 0, run.stderr[-4000:]
     results = tmp_path / "results" / "smoke"
     for fig in FIGURES:
@@ -165,5 +166,5 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     # Everything under results/: the reference figures are only written on request.
     assert {p.name for p in tmp_path.iterdir()} <= {"results", ".snakemake"}
     # A second run finds nothing to do.
-    again = snakemake(tmp_path, "--dry-run")
+    again = snakemake(tmp_path, "--dry-run", *data_dir)  # the same config as the run
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
