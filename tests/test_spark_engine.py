@@ -55,7 +55,7 @@ def tiny_iterations(job: dict, max_iter: int) -> int:
     return min(max_iter, LOGREG_ITERATIONS) if job["algorithm"] == "logreg" else max_iter
 
 
-def tiny_workload(max_iter: int = 10) -> object:
+def tiny_workload(max_iter: int = TINY_ITERATIONS) -> object:
     """The 3-job workload, every job with tol 0 (so it runs all its iterations)."""
     jobs = [{**j, "max_iter": tiny_iterations(j, max_iter), "tol": 0.0} for j in TINY["jobs"]]
     return parse_workload({"name": TINY["name"], "jobs": jobs}, "<tiny>")
@@ -207,7 +207,7 @@ def run_tiny(cluster, tmp_path: Path, policy_name: str, sc=None) -> Path:
     out = tmp_path / "run"
     try:
         run_live(
-            tiny_workload(TINY_ITERATIONS),
+            tiny_workload(),
             load_policy(policy_name),
             master_url=cluster.master_url,
             total_cores=cluster.total_cores,

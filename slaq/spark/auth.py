@@ -51,8 +51,13 @@ def daemon_env(env: Mapping[str, str], secret: str | None, opts_var: str) -> dic
         out.pop(AUTH_SECRET_ENV, None)
         return out
     out[AUTH_SECRET_ENV] = secret
-    out[opts_var] = f"{out.get(opts_var, '')} {DAEMON_FLAGS}".strip()
+    append_flags(out, opts_var, DAEMON_FLAGS)
     return out
+
+
+def append_flags(env: dict[str, str], var: str, flags: str) -> None:
+    """Add JVM ``flags`` after whatever the ``var`` options variable of ``env`` already holds."""
+    env[var] = f"{env.get(var, '')} {flags}".strip()
 
 
 def write_secret_file(path: Path, secret: str) -> Path:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from slaq.spark.auth import daemon_env, generate_secret
+from slaq.spark.auth import append_flags, daemon_env, generate_secret
 from slaq.spark.procs import (
     JAVA_PACKAGE,
     JVM_FLAGS,
@@ -199,13 +199,9 @@ class LocalSparkCluster:
             SPARK_LOG_DIR=str(self.log_dir),
             SPARK_WORKER_DIR=str(self.log_dir / "work"),
         )
-        env["SPARK_DAEMON_JAVA_OPTS"] = (
-            f"{env.get('SPARK_DAEMON_JAVA_OPTS', '')} {JVM_FLAGS}".strip()
-        )
+        append_flags(env, "SPARK_DAEMON_JAVA_OPTS", JVM_FLAGS)
         # The REST submission server would take the fixed port 6066 and bypass RPC auth.
-        env["SPARK_MASTER_OPTS"] = (
-            env.get("SPARK_MASTER_OPTS", "") + " -Dspark.master.rest.enabled=false"
-        ).strip()
+        append_flags(env, "SPARK_MASTER_OPTS", "-Dspark.master.rest.enabled=false")
         return env
 
     def _worker_args(self, i: int) -> list[str]:
