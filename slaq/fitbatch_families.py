@@ -65,6 +65,10 @@ class Window:
         )
 
 
+# Up to this many systems LAPACK's batched solve beats the Cholesky below (27-70 vs 58-117 us).
+SMALL_BATCH = 128
+
+
 def solve_spd(a: np.ndarray, rhs: np.ndarray, ridge: np.ndarray | float = 0.0) -> np.ndarray:
     """Solve many small systems ``(A + ridge I) x = rhs`` after unit-diagonal scaling.
 
@@ -72,7 +76,20 @@ def solve_spd(a: np.ndarray, rhs: np.ndarray, ridge: np.ndarray | float = 0.0) -
     faster than ``np.linalg.solve`` on a stack, and the scaling makes it Marquardt's step.
     """
     with np.errstate(all="ignore"):  # a non-finite step is rejected by the caller
+        if rhs.shape[0] <= SMALL_BATCH:
+            return _lapack_solve(a, rhs, ridge)
         return _cholesky_solve(a, rhs, ridge)
+
+
+def _lapack_solve(a: np.ndarray, rhs: np.ndarray, ridge: np.ndarray | float) -> np.ndarray:
+    """The same scaled system through LAPACK: fewer numpy calls, so faster on a few rows."""
+    diag = np.sqrt(np.maximum(np.einsum("jii->ji", a), 1e-300))
+    ridge = np.broadcast_to(np.asarray(ridge, float), (a.shape[0],)) + 1e-12
+    scaled = a / (diag[:, :, None] * diag[:, None, :]) + ridge[:, None, None] * np.eye(a.shape[1])
+    try:
+        return np.linalg.solve(scaled, (rhs / diag)[..., None])[..., 0] / diag
+    except np.linalg.LinAlgError:  # a singular row: the Cholesky floors its pivots instead
+        return _cholesky_solve(a, rhs, ridge - 1e-12)
 
 
 def _cholesky_solve(a: np.ndarray, rhs: np.ndarray, ridge: np.ndarray | float) -> np.ndarray:
@@ -102,6 +119,10 @@ def _cholesky_solve(a: np.ndarray, rhs: np.ndarray, ridge: np.ndarray | float) -
             s = s - low[k][i] * x[k]
         x[i] = s / low[i][i]
     return (np.stack(x) / diag).T
+
+
+# inner[i, j] = m4[4 - i - j] for the three window-polynomial coefficients.
+_HANKEL = 4 - np.add.outer(np.arange(3), np.arange(3))
 
 
 def _sub_linear(mom: np.ndarray, e: np.ndarray, win: Window) -> np.ndarray:
@@ -205,18 +226,20 @@ class Sublinear:
         wr = win.w * (iq + (p[:, 3:4] - win.z))
         vp = win.vpow
         m4, m2, r2 = (wq2 * iq2) @ vp, wq2 @ vp[:, :3], (wr * iq2) @ vp[:, :3]
-        inner = [[m4[:, 4 - i - j] for j in range(3)] + [-m2[:, 2 - i]] for i in range(3)]
-        inner.append([-m2[:, 2], -m2[:, 1], -m2[:, 0], win.w.sum(axis=1)])
-        grad_in = [-r2[:, 2], -r2[:, 1], -r2[:, 0], wr.sum(axis=1)]
+        n = p.shape[0]
+        inner = np.empty((n, 4, 4))
+        inner[:, :3, :3] = m4[:, _HANKEL]
+        inner[:, :3, 3] = inner[:, 3, :3] = -m2[:, ::-1]
+        inner[:, 3, 3] = win.w.sum(axis=1)
+        grad_in = np.column_stack([-r2[:, 2], -r2[:, 1], -r2[:, 0], wr.sum(axis=1)])
+        # Rows of the chain map: (A, B, C, d) from (ga, be, al, d) derivatives.
         k = win.k_last / win.h
-        chain = [[(0, 1.0), (1, -2.0 * k), (2, k * k)], [(1, -1.0), (2, k)], [(2, 1.0)], [(3, 1.0)]]
-        hess = np.empty((p.shape[0], 4, 4))
-        for x in range(4):
-            for y in range(x, 4):
-                hess[:, x, y] = hess[:, y, x] = sum(
-                    ci * cj * inner[i][j] for i, ci in chain[x] for j, cj in chain[y]
-                )
-        grad = np.column_stack([sum(c * grad_in[i] for i, c in chain[x]) for x in range(4)])
+        chain = np.zeros((n, 4, 4))
+        chain[:, 0, 0], chain[:, 0, 1], chain[:, 0, 2] = 1.0, -2.0 * k, k * k
+        chain[:, 1, 1], chain[:, 1, 2] = -1.0, k
+        chain[:, 2, 2] = chain[:, 3, 3] = 1.0
+        hess = chain @ inner @ chain.transpose(0, 2, 1)
+        grad = (chain @ grad_in[:, :, None])[:, :, 0]
         return hess, grad
 
     def grid_start(self, win: Window) -> np.ndarray:

@@ -254,9 +254,23 @@ def refit_due(n: int, previous: LossModel | None) -> bool:
     iterations (re-anchored at the latest loss in between), which keeps thousands of
     simulated jobs cheap while tracking the curve closely.
     """
+    return _refit_age(n, previous) >= 1.0
+
+
+def refit_overdue(n: int, previous: LossModel | None) -> bool:
+    """Whether a fit is twice as old as :func:`refit_due` allows (or the job is young).
+
+    A loop that gathers due refits into periodic batches (:class:`slaq.loop.ModelBook`) must
+    still refit these at once, so no prediction is staler than twice the schedule.
+    """
+    return _refit_age(n, previous) >= 2.0
+
+
+def _refit_age(n: int, previous: LossModel | None) -> float:
+    """A fit's age in units of its refit interval (``inf``: it must be refitted now)."""
     if previous is None or previous.family == "constant" or n < 2 * MIN_POINTS_CURVEFIT:
-        return True
-    return n - previous.fitted_at >= max(1, int(previous.fitted_at) // 8)
+        return math.inf
+    return (n - previous.fitted_at) / max(1, int(previous.fitted_at) // 8)
 
 
 def fit_loss_model(

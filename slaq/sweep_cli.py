@@ -109,7 +109,7 @@ def _add_cell(sub: argparse._SubParsersAction) -> None:
         "--work-scale",
         type=_work_scale,
         default=None,
-        help="multiply one-core CPU s per iteration (number, or 'auto': 0.1 s per core)",
+        help="multiply one-core CPU s per iteration (number, or 'auto': 0.05 s per core)",
     )
     fixed = p.add_mutually_exclusive_group(required=True)
     fixed.add_argument("--fixed-cost-s", type=float, help="Spark's fixed cost per iteration")

@@ -119,7 +119,7 @@ def test_cells_and_report_group_by_policy_and_arguments(tmp_path):
             runs.append(out)
     meta = read_run(runs[1])
     assert meta["sweep"]["label"] == "slaq[min_cores=1]" and meta["fixed_cost_s"] == 0.1
-    assert meta["sweep"]["work_scale"] == pytest.approx(0.1 * 8 / 1.0)  # auto: median cpu 1 s
+    assert meta["sweep"]["work_scale"] == pytest.approx(0.05 * 8 / 1.0)  # auto: median cpu 1 s
     assert meta["regime"]["offered_load"] == pytest.approx(1.0)
     out = tmp_path / "sweep.json"
     args = _parser().parse_args(["sweep", "report", "--runs", *map(str, runs), "--out", str(out)])
