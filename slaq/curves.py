@@ -13,9 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +185,13 @@ def build_curve_library(
     min_iterations: int = DEFAULT_MIN_ITERATIONS,
     max_iterations: int | None = None,
     seed: int = 0,
+    processes: int = 1,
 ) -> Path:
-    """Record every template's curve and write the library to ``out`` atomically."""
+    """Record every template's curve and write the library to ``out`` atomically.
+
+    With ``processes`` > 1 templates run in that many worker processes, each still at one BLAS
+    thread, so each curve's CPU seconds stay one-core figures.
+    """
     from slaq.traces import write_table_atomic
 
     max_iterations = max_iterations or DEFAULT_MAX_FACTOR * min_iterations
@@ -191,34 +199,56 @@ def build_curve_library(
         raise ValueError(
             f"need 1 <= min_iterations <= max_iterations, got {min_iterations}, {max_iterations}"
         )
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    unique: dict[str, Mapping[str, Any]] = {}
+    for template in templates:  # weights aside, a repeat would record the same curve
+        unique.setdefault(template_id(template), template)
+    task = partial(
+        _timed_template, data_dir=data_dir, lo=min_iterations, hi=max_iterations, seed=seed
+    )
+    if processes == 1:
+        results = list(map(task, unique.values()))
+    else:
+        pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+        with pool:
+            results = list(pool.map(task, unique.values()))
     rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for template in templates:
-        tid = template_id(template)
-        if tid in seen:  # weights aside, a repeated template would record the same curve
-            continue
-        seen.add(tid)
-        t0 = time.monotonic()
-        losses, cpu, digest = run_template(template, data_dir, min_iterations, max_iterations, seed)
-        log.info("%s: %d iterations in %.0f s", tid, losses.size, time.monotonic() - t0)
-        pj = params_json(template.get("params"))
-        for i, (loss, c) in enumerate(zip(losses, cpu, strict=True), start=1):
-            rows.append(
-                {
-                    "template_id": tid,
-                    "algorithm": str(template["algorithm"]),
-                    "dataset": str(template["dataset"]),
-                    "params_json": pj,
-                    "iteration": i,
-                    "loss": float(loss),
-                    "cpu_s": float(c),
-                    "data_hash": digest,
-                }
-            )
+    for (tid, template), result in zip(unique.items(), results, strict=True):
+        losses, cpu, digest, seconds = result
+        log.info("%s: %d iterations in %.0f s", tid, losses.size, seconds)
+        rows.extend(_library_rows(tid, template, losses, cpu, digest))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_table_atomic(rows, CURVE_SCHEMA, out)
     return out
+
+
+def _timed_template(
+    template: Mapping[str, Any], data_dir: Path, lo: int, hi: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, str, float]:
+    t0 = time.monotonic()
+    losses, cpu, digest = run_template(template, data_dir, lo, hi, seed)
+    return losses, cpu, digest, time.monotonic() - t0
+
+
+def _library_rows(
+    tid: str, template: Mapping[str, Any], losses: np.ndarray, cpu: np.ndarray, digest: str
+) -> list[dict[str, Any]]:
+    pj = params_json(template.get("params"))
+    return [
+        {
+            "template_id": tid,
+            "algorithm": str(template["algorithm"]),
+            "dataset": str(template["dataset"]),
+            "params_json": pj,
+            "iteration": i,
+            "loss": float(loss),
+            "cpu_s": float(c),
+            "data_hash": digest,
+        }
+        for i, (loss, c) in enumerate(zip(losses, cpu, strict=True), start=1)
+    ]
 
 
 def load_curve_library(path: Path) -> list[CurveRecord]:

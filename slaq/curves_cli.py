@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from slaq.cli_checks import positive_int
 from slaq.curves import DEFAULT_MIN_ITERATIONS, build_curve_library
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         min_iterations=args.min_iterations,
         max_iterations=args.max_iterations,
         seed=args.seed,
+        processes=args.processes,
     )
     log.info("wrote %s", out)
     return 0
@@ -57,4 +59,7 @@ def add_subcommands(subparsers: Any) -> None:
         help="cap while waiting for the tolerance rule (default 4 x min-iterations)",
     )
     build.add_argument("--seed", type=int, default=0)
+    build.add_argument(
+        "--processes", type=positive_int, default=1, help="templates run in parallel (default 1)"
+    )
     build.set_defaults(func=_cmd_build)

@@ -28,7 +28,7 @@ import numpy as np
 from slaq.fitbatch import fit_loss_models
 from slaq.jobstate import FAILED, FINISHED, JobState
 from slaq.policy import ClusterView, Decision, Policy, PolicyError, validate_decision
-from slaq.predict import LossModel, refit_due, refit_overdue
+from slaq.predict import LossModel, needs_first_fit, refit_due
 from slaq.traces import AllocationRow, environment_versions
 
 # Arrival and tick comparisons tolerate float noise of the virtual clock.
@@ -47,9 +47,9 @@ class ModelBook:
 
     A batch has a fixed cost of a few milliseconds whatever its size, and with dozens of jobs
     some job falls due at nearly every decision (one or two per batch in a 200-job simulation).
-    So due refits are gathered: they run at every ``refit_every``-th decision, and in between
-    only young jobs and fits twice as old as the schedule (:func:`slaq.predict.refit_overdue`)
-    are refitted at once (docs/design.md §2).
+    So due refits are gathered: they run at every ``refit_every``-th decision (a fit is at most
+    that many decisions late), and in between only jobs without a usable fit
+    (:func:`slaq.predict.needs_first_fit`) are fitted at once (docs/design.md §2).
     """
 
     def __init__(self, predictor: str | None, refit_every: int = REFIT_EVERY) -> None:
@@ -72,8 +72,8 @@ class ModelBook:
             n = len(state.history)
             if model is not None and model.k_now == n:
                 continue
-            overdue = self.predictor != "curvefit" or refit_overdue(n, model)
-            if overdue or (gather and refit_due(n, model)):
+            urgent = self.predictor != "curvefit" or needs_first_fit(n, model)
+            if urgent or (gather and refit_due(n, model)):
                 due.append(state)
             else:
                 self._models[state.job_id] = model.rebase(n, state.history.last)

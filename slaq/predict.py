@@ -250,27 +250,23 @@ def fit_curve(
 def refit_due(n: int, previous: LossModel | None) -> bool:
     """Whether a curve fit made at ``previous.fitted_at`` is too old for a history of ``n``.
 
-    Fits are refreshed every iteration while the history is short and then every ~n/8
-    iterations (re-anchored at the latest loss in between), which keeps thousands of
-    simulated jobs cheap while tracking the curve closely.
+    Fits are refreshed every iteration while the history is short or the fit is a constant,
+    and then every ~n/8 iterations (re-anchored at the latest loss in between), which keeps
+    thousands of simulated jobs cheap while tracking the curve closely.
     """
-    return _refit_age(n, previous) >= 1.0
+    if needs_first_fit(n, previous) or previous.family == "constant":
+        return True
+    return n - previous.fitted_at >= max(1, int(previous.fitted_at) // 8)
 
 
-def refit_overdue(n: int, previous: LossModel | None) -> bool:
-    """Whether a fit is twice as old as :func:`refit_due` allows (or the job is young).
+def needs_first_fit(n: int, previous: LossModel | None) -> bool:
+    """Whether a job has no fit yet or too short a history for a curve (fewer than 10 losses).
 
     A loop that gathers due refits into periodic batches (:class:`slaq.loop.ModelBook`) must
-    still refit these at once, so no prediction is staler than twice the schedule.
+    still fit these at once: a new job's first curve decides its first cores. (A flat job's
+    constant fit can wait: it predicts no progress, and nor would a refit of a flat window.)
     """
-    return _refit_age(n, previous) >= 2.0
-
-
-def _refit_age(n: int, previous: LossModel | None) -> float:
-    """A fit's age in units of its refit interval (``inf``: it must be refitted now)."""
-    if previous is None or previous.family == "constant" or n < 2 * MIN_POINTS_CURVEFIT:
-        return math.inf
-    return (n - previous.fitted_at) / max(1, int(previous.fitted_at) // 8)
+    return previous is None or n < 2 * MIN_POINTS_CURVEFIT
 
 
 def fit_loss_model(

@@ -47,6 +47,22 @@ def test_build_and_load(tmp_path):
     )
 
 
+def test_parallel_build_records_the_same_curves_in_template_order(tmp_path):
+    spec = tmp_path / "templates.yaml"
+    # A repeated template is recorded once, where it first appears.
+    spec.write_text(yaml.safe_dump({"templates": [*TEMPLATES, TEMPLATES[0]]}))
+    args = ["curves", "build", "--templates", str(spec), "--data-dir", str(DATA_DIR)]
+    args += ["--min-iterations", "5", "--max-iterations", "5"]
+    serial, parallel = tmp_path / "serial.parquet", tmp_path / "parallel.parquet"
+    assert main([*args, "--out", str(serial)]) == 0
+    assert main([*args, "--processes", "2", "--out", str(parallel)]) == 0
+    one, two = load_curve_library(serial), load_curve_library(parallel)
+    assert [r.template_id for r in two] == [template_id(t) for t in TEMPLATES]
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a.losses, b.losses)  # same trainers, same data, same seed
+        assert a.data_hash == b.data_hash
+
+
 def test_bad_templates_file(tmp_path):
     spec = tmp_path / "t.yaml"
     spec.write_text(yaml.safe_dump({"templates": [{"algorithm": "svm"}]}))
