@@ -19,9 +19,10 @@ from plotting import band, existing, load_json, no_data, save
 # (column title, metric in sweep.json). Each cell carries metrics {METRIC: STAT}, STAT =
 # {"mean", "ci_low", "ci_high", ...} over seeds, improvements as fractions.
 METRICS = (
-    ("(a) quality improvement", "quality_improvement"),
-    ("(b) total normalized loss reduction", "total_loss_reduction"),
-    ("(c) 90% delay reduction", "delay_reduction_90"),
+    # Short titles: three columns of panels share one figure width.
+    ("(a) quality", "quality_improvement"),
+    ("(b) total normalized loss", "total_loss_reduction"),
+    ("(c) 90% delay", "delay_reduction_90"),
 )
 
 
