@@ -116,7 +116,7 @@ class JobState:
         # The runtime model predicts an iteration's wall time at n cores, fixed cost included:
         # both drivers feed it the same observation (docs/design.md §2, one loop).
         self.runtime.observe(cores, t_end_s - t_start_s)
-        norm = self.history.normalized_changes()[-1]
+        norm = self.history.last_normalized_change()
         row = TraceRow(
             run_id=run_id,
             policy=policy,

@@ -60,6 +60,12 @@ class LossHistory:
         """Each iteration's loss decrease divided by the largest decrease up to that point."""
         return normalized_changes(self.losses)
 
+    def last_normalized_change(self) -> float:
+        """``normalized_changes()[-1]`` in O(1): the trace records it after every iteration."""
+        if self._n < 2 or self._max_drop <= 0:
+            return 0.0
+        return float((self._losses[self._n - 2] - self._losses[self._n - 1]) / self._max_drop)
+
 
 def normalized_changes(losses: np.ndarray) -> np.ndarray:
     """Loss decrease at each iteration over the running maximum decrease (0 where none yet).

@@ -62,10 +62,10 @@ NOISY_SHARE, PLATEAU_SHARE, NOISE = 0.2, 0.1, 0.05
 # >= 50 epochs) needs load near or above 1 and enough jobs for the steady state to outweigh the
 # tail: with a median one-core work per iteration of 0.05 s per core of the cluster ("auto" work
 # scale), 120 jobs at load 1.2 give 10.6-13 active and a median job of 78-99 epochs with a
-# 0.3 s fixed cost, 20-23 active and 226-309 epochs with the 1.44 s the live runs measured
-# (docs/design.md §2, "The paper's regime").
+# 0.3 s fixed cost, 20-23 active and 226-309 epochs with the 1.44 s the live runs measured;
+# 100 jobs give 17-19 active and 192-286 epochs (docs/design.md §2, "The paper's regime").
 DEFAULT_CORES = 128
-DEFAULT_N_JOBS = 120
+DEFAULT_N_JOBS = 100
 DEFAULT_EPOCH_S = 3.0
 DEFAULT_LOADS = (0.6, 0.8, 0.95, 1.2)
 AUTO_WORK_PER_CORE_S = 0.05

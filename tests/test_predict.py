@@ -90,6 +90,16 @@ def test_normalization_divides_by_largest_drop_so_far():
     assert history.max_drop == 4.0
 
 
+def test_last_normalized_change_equals_the_whole_array_after_every_append():
+    rng = np.random.default_rng(3)
+    # Rising, flat and falling steps, so drops are negative, zero and positive.
+    losses = np.concatenate([[5.0, 5.0, 6.0], 5.0 - np.cumsum(rng.normal(0.1, 0.2, 60))])
+    history = LossHistory()
+    for value in losses:
+        history.append(value)
+        assert history.last_normalized_change() == normalized_changes(history.losses)[-1]
+
+
 def test_history_rejects_non_finite_loss():
     history = LossHistory([1.0])
     with pytest.raises(NonFiniteLoss):
