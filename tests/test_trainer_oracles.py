@@ -9,10 +9,11 @@ import pytest
 from scipy.optimize import lsq_linear, minimize
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
-from slaq.algorithms import base, linear, make_trainer
+from slaq.algorithms import base, clustering, linear, make_trainer
 from slaq.blocks import LocalContext, write_blocks
 from slaq.datasets import load_dataset
 from tests.trainer_oracles import as_seen, hinge, logloss, ridge
@@ -46,8 +47,8 @@ class _UntilContext(LocalContext):
             raise base.StopTraining("target")
 
 
-def _train(tmp_path, X, y, algorithm, k, params, max_iter, seed=0, target=-np.inf):
-    bs = write_blocks(X, y, tmp_path / f"{algorithm}-{seed}", 24, overwrite=True)
+def _train(tmp_path, X, y, algorithm, k, params, max_iter, seed=0, target=-np.inf, blocks=24):
+    bs = write_blocks(X, y, tmp_path / f"{algorithm}-{seed}", blocks, overwrite=True)
     trainer = make_trainer(algorithm, X.shape[1], k, params, seed)
     ctx = _UntilContext(bs, max_iter=max_iter)
     ctx.target = target
@@ -230,6 +231,27 @@ def test_kmeans_within_2_percent_of_sklearn_best_of_50(tmp_path, name, k, rows):
         _train(tmp_path, X, None, "kmeans", k, {"k": k}, 300, seed)[1][-1] for seed in range(10)
     ]
     assert sum(f <= 1.02 * best for f in finals) >= 9, np.array(finals) / best
+
+
+# --- gmm: scikit-learn best of 50 with the same variance floor ------------------------------
+
+
+@pytest.mark.parametrize("name,k,rows", [("digits", 5, None), ("fashion-mnist-clusters", 16, 1000)])
+def test_gmm_within_2_percent_of_sklearn_best_of_50(tmp_path, name, k, rows):
+    X, _ = _data(name, rows)
+    reference = GaussianMixture(
+        k, covariance_type="diag", n_init=50, reg_covar=clustering.VAR_FLOOR, max_iter=500,
+        random_state=0,
+    )  # fmt: skip
+    best = -reference.fit(X).score(X)  # mean negative log-likelihood, the trainer's objective
+    # 100 iterations on 4 blocks keep the test near 30 s; the gaps are the same as after 300
+    # on 24 (benchmarks/gmm_init.py runs the full-size claim).
+    finals = [
+        _train(tmp_path, X, None, "gmm", k, {"k": k}, 100, seed, blocks=4)[1][-1]
+        for seed in range(10)
+    ]
+    gaps = (np.array(finals) - best) / abs(best)
+    assert np.sum(gaps <= 0.02) >= 9, gaps
 
 
 # --- gradients of the exact closures the trainers minimize -----------------------------------

@@ -24,10 +24,15 @@ from slaq.algorithms.base import (
     logsumexp_rows,
     squared,
 )
-from slaq.algorithms.seeding import sample_rows_block, seed_clusters
+from slaq.algorithms.seeding import cluster_params, draw_centers, sample_rows_block, seed_clusters
 
 VAR_FLOOR = 1e-6
 SEED_SAMPLE_ROWS = 4096
+# A mixture's start is chosen among this many k-means++ draws by successive halving: each
+# round runs EM on the sample for twice the previous round's steps (2 at first) and keeps the
+# best quarter: 112 EM steps on the sample in all. Why, measured: docs/design.md §2 (live
+# engine), benchmarks/gmm_init.py.
+MIXTURE_DRAWS, MIXTURE_FIRST_STEPS = 32, 2
 
 
 def _row_sq_norms(X: Any) -> np.ndarray:
@@ -70,6 +75,55 @@ def gmm_block(params: tuple[np.ndarray, np.ndarray, np.ndarray], X: Any, y: np.n
     return float(X.shape[0]), resp.sum(axis=0), sx, sxx, float(ll.sum())
 
 
+def gmm_m_step(nk: np.ndarray, sx: np.ndarray, sxx: np.ndarray, var_floor: float) -> tuple:
+    """(means, variances, weights) from a pass's statistics (the M-step)."""
+    # The tiny additive guard (as scikit-learn) only matters for empty components.
+    nk_safe = nk + 10.0 * np.finfo(np.float64).eps
+    means = sx / nk_safe[:, None]
+    variances = np.maximum(sxx / nk_safe[:, None] - means**2, var_floor)
+    return means, variances, nk_safe / nk_safe.sum()
+
+
+def mixture_start(S: np.ndarray, centers: np.ndarray, var_floor: float) -> tuple:
+    """A diagonal mixture's starting (means, variances, weights) from k-means++ centers."""
+    means, var, weights = cluster_params(S, centers)
+    # A feature that is constant inside a sampled cluster would start at the floor variance
+    # and give rows elsewhere an astronomically large likelihood penalty; start every
+    # variance at least at a tenth of the sample's mean variance.
+    var = np.maximum(var, 0.1 * float(var.mean()))
+    return means, np.maximum(var, var_floor), weights
+
+
+def _em_on_sample(S: np.ndarray, params: tuple, steps: int, var_floor: float) -> tuple:
+    """(params after ``steps`` EM steps on S, their mean negative log-likelihood on S)."""
+    n, nk, sx, sxx, ll = gmm_block(params, S, None)
+    for _ in range(steps):
+        params = gmm_m_step(nk, sx, sxx, var_floor)
+        n, nk, sx, sxx, ll = gmm_block(params, S, None)
+    return params, -ll / n
+
+
+def select_mixture_start(S: np.ndarray, k: int, seed: int, var_floor: float) -> tuple:
+    """The start, among ``MIXTURE_DRAWS`` k-means++ draws, whose EM on S goes furthest.
+
+    A mixture's likelihood has many local optima and the k-means cost of a draw says little
+    about which one EM reaches, so draws are compared by EM itself on the sample, by
+    successive halving (see ``MIXTURE_DRAWS``). The job then starts from the winning draw as
+    drawn, not from its EM on the sample: every step it reports is one it ran (the sample
+    steps are set-up work on the driver, as scikit-learn's k-means initialisation is).
+    """
+    draws = draw_centers(S, k, seed, MIXTURE_DRAWS)
+    starts = [mixture_start(S, c, var_floor) for c in draws]
+    alive = [(i, starts[i], math.inf) for i in range(len(starts))]
+    steps = MIXTURE_FIRST_STEPS
+    while True:
+        alive = [(i, *_em_on_sample(S, p, steps, var_floor)) for i, p, _ in alive]
+        alive.sort(key=lambda cand: cand[2])  # stable: ties keep the earlier draw
+        if len(alive) < 4:
+            return starts[alive[0][0]]
+        alive, steps = alive[: len(alive) // 4], 2 * steps
+
+
 class _Clustering(Trainer):
     defaults: ClassVar[dict[str, Any]] = {"k": None}
 
@@ -83,8 +137,8 @@ class _Clustering(Trainer):
             raise ValueError(f"{self.algorithm}: params k={k} but n_outputs={self.n_outputs}")
         self.k = int(k)
 
-    def _seed(self, ctx: TrainContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(centers, per-cluster variances, weights) from a seeded sample of all blocks."""
+    def _sample(self, ctx: TrainContext) -> np.ndarray:
+        """A seeded sample of the rows of all blocks (at least 4 per cluster)."""
         rate = min(1.0, max(SEED_SAMPLE_ROWS, 4 * self.k) / max(ctx.n_rows, 1))
         (rows,) = ctx.map_reduce(sample_rows_block, (rate, self.seed))
         sample = np.concatenate(rows) if rows else np.empty((0, self.n_features))
@@ -93,7 +147,7 @@ class _Clustering(Trainer):
                 f"{self.algorithm}: k={self.k} clusters but only {sample.shape[0]} rows sampled"
                 f" from {ctx.n_rows}"
             )
-        return seed_clusters(sample, self.k, self.seed)
+        return sample
 
 
 class KMeansTrainer(_Clustering):
@@ -103,7 +157,7 @@ class KMeansTrainer(_Clustering):
 
     def run(self, ctx: TrainContext) -> None:
         """One assignment+sum pass per iteration; stops itself when centers stop moving."""
-        centers, _, _ = self._seed(ctx)
+        centers, _, _ = seed_clusters(self._sample(ctx), self.k, self.seed)
         self.init_centers = centers.copy()
         self.result = centers
         reported = False
@@ -137,27 +191,15 @@ class GMMTrainer(_Clustering):
         super()._validate()
         self.var_floor = self._positive("var_floor")
 
-    def _m_step(self, nk: np.ndarray, sx: np.ndarray, sxx: np.ndarray) -> tuple:
-        # The tiny additive guard (as scikit-learn) only matters for empty components.
-        nk_safe = nk + 10.0 * np.finfo(np.float64).eps
-        means = sx / nk_safe[:, None]
-        variances = np.maximum(sxx / nk_safe[:, None] - means**2, self.var_floor)
-        return means, variances, nk_safe / nk_safe.sum()
-
     def run(self, ctx: TrainContext) -> None:
         """One E-step+statistics pass per iteration, M-step on the driver."""
-        means, var, weights = self._seed(ctx)
-        # A feature that is constant inside a sampled cluster would start at the floor
-        # variance and give rows elsewhere an astronomically large likelihood penalty; start
-        # every variance at least at a tenth of the sample's mean variance.
-        var = np.maximum(var, 0.1 * float(var.mean()))
-        params = (means, np.maximum(var, self.var_floor), weights)
+        params = select_mixture_start(self._sample(ctx), self.k, self.seed, self.var_floor)
         self.init_params = tuple(a.copy() for a in params)
         self.result = self.init_params
         try:
             _, nk, sx, sxx, _ = ctx.map_reduce(gmm_block, params)
             while True:
-                params = self._m_step(nk, sx, sxx)
+                params = gmm_m_step(nk, sx, sxx, self.var_floor)
                 n, nk, sx, sxx, ll = ctx.map_reduce(gmm_block, params)
                 # EM never lowers the likelihood; -ll/n is the objective of the held params.
                 self.result = params

@@ -79,6 +79,24 @@ def assign(S: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, float]:
     return labels, float(d2[np.arange(S.shape[0]), labels].sum())
 
 
+def draw_centers(S: np.ndarray, k: int, seed: int, draws: int) -> list[np.ndarray]:
+    """``draws`` seeded greedy k-means++ draws on S (the first ones are the same for any count)."""
+    rng = np.random.default_rng([int(seed), 0x5EED])
+    return [kmeanspp(S, k, rng) for _ in range(draws)]
+
+
+def cluster_params(S: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centers, per-cluster variances, weights) of the rows S assigned to their nearest center."""
+    k = centers.shape[0]
+    labels, _ = assign(S, centers)
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    var = np.tile(S.var(axis=0), (k, 1))
+    for j in np.flatnonzero(counts > 1):
+        var[j] = S[labels == j].var(axis=0)
+    weights = np.maximum(counts, 1.0) / np.maximum(counts, 1.0).sum()
+    return centers, var, weights
+
+
 def seed_clusters(S: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(centers, per-cluster variances, weights): the best of a few k-means++ draws on S.
 
@@ -86,18 +104,5 @@ def seed_clusters(S: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndar
     iterations of the job look converged (with the whole data in the sample, k-means would
     report a single iteration).
     """
-    rng = np.random.default_rng([int(seed), 0x5EED])
-    best: tuple[np.ndarray, np.ndarray, float] | None = None
-    for _ in range(SEED_DRAWS):
-        centers = kmeanspp(S, k, rng)
-        labels, cost = assign(S, centers)
-        if best is None or cost < best[2]:
-            best = (centers, labels, cost)
-    assert best is not None
-    centers, labels, _ = best
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
-    var = np.tile(S.var(axis=0), (k, 1))
-    for j in np.flatnonzero(counts > 1):
-        var[j] = S[labels == j].var(axis=0)
-    weights = np.maximum(counts, 1.0) / np.maximum(counts, 1.0).sum()
-    return centers, var, weights
+    best = min(draw_centers(S, k, seed, SEED_DRAWS), key=lambda c: assign(S, c)[1])
+    return cluster_params(S, best)
