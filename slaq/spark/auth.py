@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -25,10 +26,14 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import psutil
+
 AUTH_SECRET_ENV = "_SPARK_AUTH_SECRET"
 SUBMIT_ARGS_ENV = "PYSPARK_SUBMIT_ARGS"
 # Kill links in the web UIs would let any local user stop applications.
 DAEMON_FLAGS = "-Dspark.authenticate=true -Dspark.ui.killEnabled=false"
+SECRET_DIR_PREFIX = "slaq-auth-"
+_SECRET_DIR = re.compile(re.escape(SECRET_DIR_PREFIX) + r"(?P<pid>\d+)-\w+")
 
 
 class AuthError(ValueError):
@@ -84,13 +89,32 @@ def read_secret_file(path: Path) -> str:
     return secret
 
 
+def remove_stale_secret_dirs(root: Path | None = None) -> list[Path]:
+    """Remove the driver secret directories (under ``root``, default the temp dir) of dead PIDs.
+
+    A driver killed while its SparkContext starts cannot clean up; its directory (the cluster
+    secret inside) carries its PID. Those of live processes are left alone.
+    """
+    root = Path(root if root is not None else tempfile.gettempdir())
+    removed = []
+    for path in root.glob(f"{SECRET_DIR_PREFIX}*"):
+        match = _SECRET_DIR.fullmatch(path.name)
+        if match is None or not path.is_dir() or psutil.pid_exists(int(match["pid"])):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def driver_secret(secret: str | None) -> Iterator[None]:
     """While starting a SparkContext: give the driver JVM the secret through a private file."""
     if secret is None:
         yield
         return
-    directory = Path(tempfile.mkdtemp(prefix="slaq-auth-"))  # mode 0700
+    remove_stale_secret_dirs()
+    # Mode 0700; the PID in the name lets a later run remove it if this one is SIGKILLed.
+    directory = Path(tempfile.mkdtemp(prefix=f"{SECRET_DIR_PREFIX}{os.getpid()}-"))
     properties = write_secret_file(directory / "auth.conf", f"spark.authenticate.secret {secret}")
     previous = os.environ.get(SUBMIT_ARGS_ENV)
     tail = previous if previous else "pyspark-shell"
