@@ -75,12 +75,30 @@ def premise_section(path: Path | None) -> list[str]:
         counts = ", ".join(f"{j} {v['iterations']}" for j, v in jobs.items())
         lines.append(
             f"- {mode}: iterations {counts}, ratio {ratio:.2f}x (target >= {PREMISE_TARGET}x, "
-            f"ideal {data.get('ideal_ratio', 3.0):g}x): {verdict}."
+            f"ideal {data.get('ideal_ratio', 3.0):g}x): {verdict}.{_premise_rates(jobs)}"
         )
     load = data.get("loadavg_before")
     if load:
         lines.append(f"- machine load average before the benchmark: {load[0]:.1f}")
     return lines + [""]
+
+
+def _premise_rates(jobs: dict) -> str:
+    """Steadier views of the premise than whole iterations counted in a short window.
+
+    With iterations of ~2 CPU s the small job completes only a handful in the hold, so the
+    count ratio moves in big steps; the ratio of median iteration times and of CPU shares
+    use every second of the window.
+    """
+    big, small = jobs.get("big", {}), jobs.get("small", {})
+    parts = []
+    t_big, t_small = big.get("median_iteration_wall_s"), small.get("median_iteration_wall_s")
+    if t_big and t_small and math.isfinite(t_big) and math.isfinite(t_small):
+        parts.append(f"median iteration time small / big {t_small / t_big:.2f}x")
+    c_big, c_small = big.get("cpu_share"), small.get("cpu_share")
+    if c_big and c_small and math.isfinite(c_big) and math.isfinite(c_small):
+        parts.append(f"CPU share big / small {c_big / c_small:.2f}x")
+    return f" Also: {'; '.join(parts)}." if parts else ""
 
 
 def scaling_section(path: Path | None) -> list[str]:

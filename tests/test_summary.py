@@ -85,6 +85,23 @@ def test_premise_verdict(tmp_path, ratio, verdict):
     assert f"ideal 3x): {verdict}." in render(premise=tmp_path / "p.json")
 
 
+def test_premise_adds_time_and_cpu_ratios_when_both_jobs_ran(tmp_path):
+    jobs = {
+        "big": {"iterations": 16, "median_iteration_wall_s": 1.5, "cpu_share": 1.2},
+        "small": {"iterations": 4, "median_iteration_wall_s": 4.2, "cpu_share": 0.4},
+    }
+    quiet = {"big": {"iterations": 3, "median_iteration_wall_s": 1.0}, "small": {"iterations": 0}}
+    data = {
+        "results": {"budget": {"ratio": 4.0, "jobs": jobs}, "idle": {"ratio": 0, "jobs": quiet}}
+    }
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    text = render(premise=tmp_path / "p.json")
+    # 4.2 / 1.5 = 2.8 and 1.2 / 0.4 = 3.0, by hand.
+    assert "median iteration time small / big 2.80x; CPU share big / small 3.00x." in text
+    idle = next(line for line in text.splitlines() if line.startswith("- idle:"))
+    assert "Also" not in idle  # no time for a job that never finished an iteration
+
+
 def test_live_runs_table_separates_decision_wall_and_cpu_time(tmp_path):
     from slaq.summary_live import live_runs_section
 
