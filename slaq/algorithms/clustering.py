@@ -94,13 +94,20 @@ def mixture_start(S: np.ndarray, centers: np.ndarray, var_floor: float) -> tuple
     return means, np.maximum(var, var_floor), weights
 
 
-def _em_on_sample(S: np.ndarray, params: tuple, steps: int, var_floor: float) -> tuple:
-    """(params after ``steps`` EM steps on S, their mean negative log-likelihood on S)."""
-    n, nk, sx, sxx, ll = gmm_block(params, S, None)
+def _em_on_sample(
+    S: np.ndarray, params: tuple, stats: tuple | None, steps: int, var_floor: float
+) -> tuple[tuple, tuple]:
+    """(params, their pass statistics on S) after ``steps`` EM steps from ``params``.
+
+    ``stats`` is the pass of ``params`` itself when known (a survivor of the previous round),
+    so that pass is not repeated.
+    """
+    if stats is None:
+        stats = gmm_block(params, S, None)
     for _ in range(steps):
-        params = gmm_m_step(nk, sx, sxx, var_floor)
-        n, nk, sx, sxx, ll = gmm_block(params, S, None)
-    return params, -ll / n
+        params = gmm_m_step(*stats[1:4], var_floor)
+        stats = gmm_block(params, S, None)
+    return params, stats
 
 
 def select_mixture_start(S: np.ndarray, k: int, seed: int, var_floor: float) -> tuple:
@@ -108,17 +115,19 @@ def select_mixture_start(S: np.ndarray, k: int, seed: int, var_floor: float) -> 
 
     A mixture's likelihood has many local optima and the k-means cost of a draw says little
     about which one EM reaches, so draws are compared by EM itself on the sample, by
-    successive halving (see ``MIXTURE_DRAWS``). The job then starts from the winning draw as
-    drawn, not from its EM on the sample: every step it reports is one it ran (the sample
-    steps are set-up work on the driver, as scikit-learn's k-means initialisation is).
+    successive halving (see ``MIXTURE_DRAWS``): by the mean negative log-likelihood on S of
+    where each got to. The job then starts from the winning draw as drawn, not from its EM on
+    the sample: every step it reports is one it ran (the sample steps are set-up work on the
+    driver, as scikit-learn's k-means initialisation is).
     """
     draws = draw_centers(S, k, seed, MIXTURE_DRAWS)
     starts = [mixture_start(S, c, var_floor) for c in draws]
-    alive = [(i, starts[i], math.inf) for i in range(len(starts))]
+    alive = [(i, starts[i], None) for i in range(len(starts))]
     steps = MIXTURE_FIRST_STEPS
     while True:
-        alive = [(i, *_em_on_sample(S, p, steps, var_floor)) for i, p, _ in alive]
-        alive.sort(key=lambda cand: cand[2])  # stable: ties keep the earlier draw
+        alive = [(i, *_em_on_sample(S, p, st, steps, var_floor)) for i, p, st in alive]
+        # Stable: ties keep the earlier draw. stats = (rows, nk, sx, sxx, log-likelihood).
+        alive.sort(key=lambda cand: -cand[2][4] / cand[2][0])
         if len(alive) < 4:
             return starts[alive[0][0]]
         alive, steps = alive[: len(alive) // 4], 2 * steps
