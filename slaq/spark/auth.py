@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import psutil
+from slaq.spark.rundir import remove_dirs_of_dead_processes
 
 AUTH_SECRET_ENV = "_SPARK_AUTH_SECRET"
 SUBMIT_ARGS_ENV = "PYSPARK_SUBMIT_ARGS"
@@ -96,14 +96,7 @@ def remove_stale_secret_dirs(root: Path | None = None) -> list[Path]:
     secret inside) carries its PID. Those of live processes are left alone.
     """
     root = Path(root if root is not None else tempfile.gettempdir())
-    removed = []
-    for path in root.glob(f"{SECRET_DIR_PREFIX}*"):
-        match = _SECRET_DIR.fullmatch(path.name)
-        if match is None or not path.is_dir() or psutil.pid_exists(int(match["pid"])):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
+    return remove_dirs_of_dead_processes(root, _SECRET_DIR)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -31,24 +32,39 @@ def scratch_dirs(out_dir: Path) -> tuple[Path, Path]:
 _SCRATCH = re.compile(r"\.(?P<name>.+)\.(?:partial|scratch|old)-(?P<pid>\d+)-[0-9a-f]{8}")
 
 
-def remove_stale_scratch(out_dir: Path) -> list[Path]:
-    """Remove the temporary siblings of ``out_dir`` left by runs whose process is gone.
+def remove_dirs_of_dead_processes(
+    parent: Path, pattern: re.Pattern[str], owned: Callable[[re.Match[str]], bool] | None = None
+) -> list[Path]:
+    """Remove the directories in ``parent`` named by ``pattern`` whose ``pid`` group is gone.
 
-    A SIGKILLed run cannot clean up after itself; its directories carry its PID. Those of a
-    live process (a concurrent run into the same place) are left alone.
+    A SIGKILLed process cannot clean up after itself; directories that carry its PID in their
+    name can be removed by the next one. ``owned`` narrows the match further (a run's own
+    siblings); those of a live process are left alone.
     """
-    removed = []
-    parent = Path(out_dir).resolve().parent
+    removed: list[Path] = []
     if not parent.is_dir():
         return removed
     for path in parent.iterdir():
-        match = _SCRATCH.fullmatch(path.name)
-        if match is None or match["name"] != out_dir.name or psutil.pid_exists(int(match["pid"])):
+        match = pattern.fullmatch(path.name)
+        if match is None or (owned is not None and not owned(match)) or not path.is_dir():
+            continue
+        if psutil.pid_exists(int(match["pid"])):
             continue
         log.warning("removing %s, left by process %s that is gone", path, match["pid"])
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
+
+
+def remove_stale_scratch(out_dir: Path) -> list[Path]:
+    """Remove the temporary siblings of ``out_dir`` left by runs whose process is gone.
+
+    Those of a live process (a concurrent run into the same place) are left alone.
+    """
+    out_dir = Path(out_dir)
+    return remove_dirs_of_dead_processes(
+        out_dir.resolve().parent, _SCRATCH, lambda match: match["name"] == out_dir.name
+    )
 
 
 def install_dir(tmp: Path, out: Path) -> None:
