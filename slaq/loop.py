@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,15 +51,26 @@ class ModelBook:
     So due refits are gathered: they run at every ``refit_every``-th decision (a fit is at most
     that many decisions late), and in between only jobs without a usable fit
     (:func:`slaq.predict.needs_first_fit`) are fitted at once (docs/design.md §2).
+
+    With ``fit_on_report`` (the live engine) a job's own thread fits its curve as it reports a
+    loss (:meth:`fit_reported`), on the same schedule minus the gathering, so no fit stands in
+    the way of an epoch's decision; a decision then only re-anchors the last fit (one that is
+    still being computed lands a few milliseconds later). The simulator's clock stands still
+    while it decides, so it fits in the decision and gathers to save its own CPU time.
     """
 
-    def __init__(self, predictor: str | None, refit_every: int = REFIT_EVERY) -> None:
+    def __init__(
+        self, predictor: str | None, refit_every: int = REFIT_EVERY, fit_on_report: bool = False
+    ) -> None:
         if refit_every < 1:
             raise ValueError(f"refit_every must be at least 1, got {refit_every}")
         self.predictor = predictor
         self.refit_every = refit_every
+        self.fit_on_report = fit_on_report
         self._models: dict[str, LossModel] = {}
         self._decisions = 0
+        # Job threads install fits while the deciding thread reads and re-anchors.
+        self._lock = threading.Lock()
 
     def refresh(self, states: Sequence[JobState]) -> list[LossModel | None]:
         """Models for ``states`` (in order), fitting or re-anchoring the ones that changed."""
@@ -67,23 +79,61 @@ class ModelBook:
         gather = self._decisions % self.refit_every == 0
         self._decisions += 1
         due: list[JobState] = []
+        models: dict[str, LossModel] = {}
         for state in states:
             model = self._models.get(state.job_id)
             n = len(state.history)
             if model is not None and model.k_now == n:
-                continue
-            urgent = self.predictor != "curvefit" or needs_first_fit(n, model)
-            if urgent or (gather and refit_due(n, model)):
+                models[state.job_id] = model
+            elif self._fit_now(n, model, gather):
                 due.append(state)
             else:
-                self._models[state.job_id] = model.rebase(n, state.history.last)
+                rebased = model.rebase(n, state.history.last)
+                # Live, only the job's thread writes its model; the decision's anchor is its own.
+                models[state.job_id] = (
+                    rebased if self.fit_on_report else self._install(state.job_id, rebased)
+                )
         if due:
             histories = [s.frozen_losses() for s in due]
             warm = [self._models.get(s.job_id) for s in due]
             fitted = fit_loss_models(histories, self.predictor, warm=warm)
             for state, model in zip(due, fitted, strict=True):
-                self._models[state.job_id] = model
-        return [self._models[s.job_id] for s in states]
+                models[state.job_id] = self._install(state.job_id, model)
+        return [models[s.job_id] for s in states]
+
+    def fit_reported(self, state: JobState) -> None:
+        """Fit or re-anchor ``state``'s model after it reported a loss (the job's own thread)."""
+        if self.predictor is None or not self.fit_on_report:
+            return
+        losses = state.frozen_losses()
+        if losses.size == 0:
+            return
+        model = self._models.get(state.job_id)
+        if model is not None and model.k_now >= losses.size:
+            return
+        if self.predictor == "curvefit" and not refit_due(losses.size, model):
+            self._install(state.job_id, model.rebase(losses.size, losses[-1]))
+            return
+        (fitted,) = fit_loss_models([losses], self.predictor, warm=[model])
+        self._install(state.job_id, fitted)
+
+    def _fit_now(self, n: int, model: LossModel | None, gather: bool) -> bool:
+        """Whether the decision must fit this job itself rather than re-anchor its last fit."""
+        if model is None:
+            return True  # not even a first fit yet (live: its first loss is still being fitted)
+        if self.fit_on_report:
+            return False
+        urgent = self.predictor != "curvefit" or needs_first_fit(n, model)
+        return urgent or (gather and refit_due(n, model))
+
+    def _install(self, job_id: str, model: LossModel) -> LossModel:
+        """Keep ``model`` unless a newer one landed meanwhile; returns the one kept."""
+        with self._lock:
+            old = self._models.get(job_id)
+            if old is None or (model.k_now, model.fitted_at) > (old.k_now, old.fitted_at):
+                self._models[job_id] = model
+                return model
+            return old
 
 
 @dataclass
@@ -93,6 +143,8 @@ class DecisionStep:
     policy: Policy
     run_id: str
     epoch_s: float
+    # The live engine's job threads fit their own curves as they report (ModelBook).
+    fit_on_report: bool = False
     allocations: list[AllocationRow] = field(default_factory=list)
     decision_ms: list[float] = field(default_factory=list)
     # CPU time of the deciding thread: the policy's own cost. Live, the wall time above also
@@ -102,7 +154,7 @@ class DecisionStep:
 
     def __post_init__(self) -> None:
         self.traits = self.policy.traits
-        self.book = ModelBook(self.traits.predictor)
+        self.book = ModelBook(self.traits.predictor, fit_on_report=self.fit_on_report)
 
     def __call__(self, active: Sequence[JobState], total: int, now: float, epoch: int) -> Decision:
         """Decide the cores of every active job at ``now``; sets ``state.cores``."""

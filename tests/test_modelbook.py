@@ -57,3 +57,53 @@ def test_every_decision_refits_what_is_due_when_refit_every_is_one():
 def test_refit_every_must_be_positive():
     with pytest.raises(ValueError, match="refit_every"):
         ModelBook("curvefit", refit_every=0)
+
+
+def test_reported_fits_follow_the_decision_path_without_gathering():
+    # A job thread fitting at each reported loss must produce exactly the models a decision
+    # refitting every due job at once (refit_every=1) produces for the same histories.
+    on_report = ModelBook("curvefit", fit_on_report=True)
+    in_decision = ModelBook("curvefit", refit_every=1)
+    reported, decided = _job(0), _job(0)
+    for n in range(1, 60):
+        _grow(reported, n)
+        _grow(decided, n)
+        on_report.fit_reported(reported)
+        (mine,) = on_report.refresh([reported])
+        (theirs,) = in_decision.refresh([decided])
+        assert (mine.family, mine.k_now, mine.fitted_at) == (
+            theirs.family,
+            theirs.k_now,
+            theirs.fitted_at,
+        )
+        np.testing.assert_array_equal(mine.params, theirs.params)
+
+
+def test_a_live_decision_reanchors_instead_of_fitting_a_reported_loss():
+    # The job's thread has not fitted its latest loss yet: the decision must not fit it
+    # (that is the thread's job) but re-anchor the last fit at the new loss.
+    book, state = ModelBook("curvefit", fit_on_report=True), _job(6)
+    book.fit_reported(state)
+    _grow(state, 7)
+    (model,) = book.refresh([state])
+    assert (model.k_now, model.fitted_at) == (7, 6)
+    assert model.loss_now == state.history.last
+    book.fit_reported(state)
+    (model,) = book.refresh([state])
+    assert (model.k_now, model.fitted_at) == (7, 7)
+
+
+def test_a_late_stale_install_does_not_replace_a_newer_fit():
+    book, state = ModelBook("curvefit", fit_on_report=True), _job(12)
+    book.fit_reported(state)
+    (fresh,) = book.refresh([state])
+    stale = fresh.rebase(11, float(CURVE[10]))
+    assert book._install("j", stale) is fresh
+    (kept,) = book.refresh([state])
+    assert kept is fresh
+
+
+def test_without_fit_on_report_a_reported_loss_is_left_to_the_decision():
+    book, state = ModelBook("curvefit"), _job(6)
+    book.fit_reported(state)
+    assert book._models == {}

@@ -197,6 +197,7 @@ class SparkTrainContext:
         clock: Callable[[], float],
         trace: list[TraceRow],
         on_change: Callable[[], None],
+        on_loss: Callable[[JobState], None] | None = None,
     ) -> None:
         self.sc = sc
         self.state = state
@@ -208,6 +209,7 @@ class SparkTrainContext:
         self.clock = clock
         self.trace = trace
         self.on_change = on_change
+        self.on_loss = on_loss
         self.n_blocks = len(self.items)
         self.n_rows = sum(stop - start for _, start, stop in self.items)
         self.cpu_s_total = 0.0
@@ -347,6 +349,9 @@ class SparkTrainContext:
         if status != RUNNING:
             self.on_change()
             raise StopTraining(status)
+        if self.on_loss is not None:
+            # Outside the shared lock: a curve fit takes milliseconds (ModelBook.fit_reported).
+            self.on_loss(self.state)
 
 
 def _is_number(value: Any) -> bool:

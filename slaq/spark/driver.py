@@ -16,7 +16,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from slaq.algorithms.base import StopTraining
@@ -61,6 +61,8 @@ class LiveDriver:
     webui_url: str | None = None
     max_time_s: float | None = None
     lost_capacity_timeout_s: float | None = None
+    # Called on a job's thread after each loss it reports (the loop's ModelBook.fit_reported).
+    on_loss: Callable[[JobState], None] | None = None
     trace: list[TraceRow] = field(default_factory=list)
     capacity_log: list[tuple[float, int]] = field(default_factory=list)
     aborted: bool = False
@@ -163,6 +165,7 @@ class LiveDriver:
                 clock=self.now,
                 trace=self.trace,
                 on_change=self.mark_dirty,
+                on_loss=self.on_loss,
             )
             trainer = self.trainer_factory(
                 job.spec,

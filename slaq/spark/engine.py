@@ -232,7 +232,8 @@ class LiveRun:
             lost_capacity_timeout_s=self.lost_capacity_timeout_s,
         )
         self._utilisation = run_sampler(spark.sc, driver.now, self.physical_cores)
-        step = DecisionStep(self.policy, run_id, self.epoch_s)
+        step = DecisionStep(self.policy, run_id, self.epoch_s, fit_on_report=True)
+        driver.on_loss = step.book.fit_reported
         task_rows = self._drive(step, driver, started)
         self._write(tmp_dir, step, driver, started, task_rows)
 
