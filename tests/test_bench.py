@@ -50,6 +50,7 @@ def test_prediction_benchmark_counts_curves_per_cell(tmp_path):
     assert set(out["batched_within_10pct_of_scipy"]) == {
         "curvefit-batched",
         "curvefit-batched-warm",
+        "curvefit-loop",
     }
 
 
