@@ -378,7 +378,7 @@ def plot_scaling(json_path: Path, png_path: Path) -> None:
     if loads:  # other tenants' load caps what a job can get: say how busy the machine was
         fig.suptitle(f"1-min load average {min(loads):.1f}-{max(loads):.1f} on {cpus} CPUs")
     handles, labels = ax_speed.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4))
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 2))
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=150)
     plt.close(fig)
