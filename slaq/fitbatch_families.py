@@ -173,9 +173,6 @@ class Sublinear:
 
     size = 4
     bounds = ((0, 0.0), (1, 0.0), (2, _C_MIN))
-    # A warm fit is not checked against the grid (fitbatch._fit_family): the grid's golden
-    # section search would cost ~28% of a simulation, and it did not make warm fits better.
-    rival_grid = False
 
     @staticmethod
     def window_poly(p: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -307,9 +304,6 @@ class Exponential:
 
     size = 3
     bounds = ((0, 1e-300), (1, _RHO_MIN))
-    # A warm fit is checked against the grid's best decay (closed form, ~2% of a simulation):
-    # a warm start tracks one decay's valley while the curve's best decay moves elsewhere.
-    rival_grid = True
 
     def project(self, p: np.ndarray, win: Window) -> np.ndarray:
         """``A > 0`` and ``r > 0`` as in the reference; bounded so that ``e^rho`` is finite."""
