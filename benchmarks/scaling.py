@@ -59,14 +59,17 @@ def rows_for(cpu_s: float, rounds: int = 3, tolerance: float = 0.1) -> tuple[int
     """
     params = {"hidden": MLP["hidden"]}
     per_10k = estimate_iteration_cpu_s("mlp", 10_000, MLP["features"], MLP["classes"], params)
+    measure = functools.partial(
+        measure_iteration_cpu_s, "mlp", n_features=MLP["features"], n_outputs=MLP["classes"],
+        params=params, repeats=2,
+    )  # fmt: skip
     rows = max(1000, round(cpu_s * 10_000 / per_10k))
+    measured = measure(n_rows=rows)
     for _ in range(rounds):
-        measured = measure_iteration_cpu_s("mlp", rows, MLP["features"], MLP["classes"], params, 2)
         if abs(measured / cpu_s - 1.0) <= tolerance:
             break
         rows = max(1000, round(rows * cpu_s / measured))
-    else:
-        measured = measure_iteration_cpu_s("mlp", rows, MLP["features"], MLP["classes"], params, 2)
+        measured = measure(n_rows=rows)
     return rows, measured
 
 

@@ -160,8 +160,9 @@ def _fit_family(
     """Fitted parameters and weighted SSE (in z units) of one family for every row.
 
     Rows with a warm model of this family start from it (with ``rival``, checked against the
-    grid's best start); the others from the family's grid search. (Keeping the start where the constraints stop the polish, as the reference
-    does, was tried: it made predictions worse, warm-started ones most.)
+    grid's best start); the others from the family's grid search. (Keeping the start where the
+    constraints stop the polish, as the reference does, was tried: it made predictions worse,
+    warm-started ones most.)
     """
     n = win.z.shape[0]
     guess, has_warm = ops.from_public(warm, win)
@@ -195,10 +196,8 @@ def _take_better_grid_fit(
     polished. Measured on the prediction benchmark (136 recorded and held-out curves, refitted
     at every loss): median error over scipy's 1.10-1.23x without this, 1.03-1.10x with it.
     """
-    starts = ops.grid_start(win)  # (candidates, J, p)
-    cands, m = starts.shape[:2]
-    job = np.tile(np.arange(m), cands)
-    grid_sse = ops.sse(starts.reshape(-1, ops.size), win.take(job)).reshape(cands, m)
+    starts, grid_sse = _scored_grid(ops, win)
+    m = grid_sse.shape[1]
     best = grid_sse.argmin(axis=0)
     best_sse = grid_sse[best, np.arange(m)]
     rival = np.flatnonzero(best_sse < sse[rows])
@@ -226,14 +225,23 @@ def _surprised(resid: np.ndarray, win: Window, new: np.ndarray) -> np.ndarray:
         return ~(jump <= SURPRISE * rms + 1e-8)
 
 
-def _cold(ops, win: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Best polished fit and its SSE over the starts of the family's grid search."""
-    starts = ops.grid_start(win)  # (candidates, J, p)
+def _scored_grid(ops, win: Window) -> tuple[np.ndarray, np.ndarray]:
+    """The family's grid starts ``(candidates, J, p)`` and their SSE ``(candidates, J)``."""
+    starts = ops.grid_start(win)
     cands, m = starts.shape[:2]
     job = np.tile(np.arange(m), cands)
+    flat_sse = ops.sse(starts.reshape(-1, starts.shape[2]), win.take(job))
+    return starts, flat_sse.reshape(cands, m)
+
+
+def _cold(ops, win: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Best polished fit and its SSE over the starts of the family's grid search."""
+    starts, grid_sse = _scored_grid(ops, win)
+    cands, m = grid_sse.shape
+    job = np.tile(np.arange(m), cands)
     flat = starts.reshape(-1, starts.shape[2])
-    flat_sse = ops.sse(flat, win.take(job))
-    first = flat_sse.reshape(cands, m).min(axis=0)
+    flat_sse = grid_sse.ravel()
+    first = grid_sse.min(axis=0)
     # Polish only starts about as good as the job's best one: the others are nearly always
     # the same valley seen from further away and only cost iterations.
     keep = np.flatnonzero(flat_sse <= KEEP_RATIO * first[job] + SSE_FLOOR)
