@@ -101,6 +101,7 @@ def breakdown(timings: Sequence[Any], hold_end: float) -> dict[str, float]:
         row["period_s"] = cur.t_done - prev.t_done
         row["overhead_s"] = row["period_s"] - cur.data_s - cur.compute_s
         row["pids"] = cur.pids
+        row["tasks"] = cur.tasks
         row["cpu_s"] = cur.cpu_s
         rows.append(row)
     if not rows:
@@ -278,8 +279,9 @@ def run_work_level(sc: Any, cluster: Any, work: float, mode: dict, args: Any) ->
     out: dict[str, Any] = {"rows": rows, "measured_cpu_s": measured, "single": {}}
     for slots in mode["slots"]:
         cell["name"] = f"{cell['dataset']}-single-{slots}"
+        # The engine's mode: the CPU budget on (a lone job's budget refills when it idles).
         out["single"][str(slots)] = run_cell(
-            sc, cluster, FixedPolicy({"j": slots}), ["j"], budget=False, cell=cell
+            sc, cluster, FixedPolicy({"j": slots}), ["j"], budget=True, cell=cell
         )
     variants = [(True, True), (True, False), (False, True)] if args.full else [(True, True)]
     for budget, wc in variants:
@@ -311,6 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         mode["hold"] = args.hold
     if args.works:
         mode["works"] = tuple(float(w) for w in args.works.split(","))
+        if not all(w > 0 for w in mode["works"]):
+            parser.error(f"--works must be positive CPU seconds, got {args.works}")
+    if args.hold is not None and args.hold <= 0:
+        parser.error(f"--hold must be positive seconds, got {args.hold}")
     summary: dict[str, Any] = {
         "benchmark": "scaling",
         "mode": "quick" if args.quick else "full",
@@ -358,30 +364,33 @@ def plot_scaling(json_path: Path, png_path: Path) -> None:
 
     data = json.loads(Path(json_path).read_text())
     cpus = data["physical_cpus"]
-    fig, (ax_speed, ax_cpu) = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
+    fig, (ax_speed, ax_cpu) = plt.subplots(1, 2, figsize=(9, 4.2), layout="constrained")
     slots_all: set[int] = set()
     loads = []
-    for work, res in data["results"].items():
+    for i, (work, res) in enumerate(data["results"].items()):
         single = {int(s): c for s, c in res["single"].items()}
         slots = sorted(single)
         slots_all.update(slots)
-        ipm = [single[s]["jobs"]["j"]["spark_jobs_per_min"] for s in slots]
+        jobs = [single[s]["jobs"]["j"] for s in slots]
+        ipm = [j["spark_jobs_per_min"] for j in jobs]
         base = ipm[0] / slots[0] if ipm[0] else float("nan")
         label = f"{work} CPU s / iteration ({res['measured_cpu_s']:.2f} measured)"
         loads += [single[s]["loadavg_before"][0] for s in slots]
-        ax_speed.plot(slots, [v / base for v in ipm], marker="o", label=label)
-        ax_cpu.plot(slots, [single[s]["utilisation"]["cpu_busy"] for s in slots], marker="o")
+        ax_speed.plot(slots, [v / base for v in ipm], "o-", color=f"C{i}", label=label)
+        ax_cpu.plot(slots, [j["task_cpus"] for j in jobs], "o-", color=f"C{i}")
+        busy = [single[s]["utilisation"]["cpu_busy"] for s in slots]
+        ax_cpu.plot(slots, busy, "x:", color=f"C{i}")
     xs = sorted(slots_all)
     for ax in (ax_speed, ax_cpu):
-        ax.plot(xs, [min(s, cpus) for s in xs], "k--", label=f"ideal min(slots, {cpus} CPUs)")
+        ax.plot(xs, [min(s, cpus) for s in xs], "k:", label=f"ideal min(slots, {cpus} CPUs)")
         ax.set_xlabel("task slots held by the job")
         ax.set_xticks(xs)
     ax_speed.set_ylabel("speed-up over 1 slot (Spark jobs/min)")
-    ax_cpu.set_ylabel("CPUs busy (run's processes)")
+    ax_cpu.set_ylabel("CPUs: tasks' process_time (o), all run processes (x)")
     if loads:  # other tenants' load caps what a job can get: say how busy the machine was
         fig.suptitle(f"1-min load average {min(loads):.1f}-{max(loads):.1f} on {cpus} CPUs")
     handles, labels = ax_speed.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 2))
+    fig.legend(handles, labels, loc="outside lower center", ncols=2)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=150)
     plt.close(fig)

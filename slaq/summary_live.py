@@ -112,12 +112,12 @@ def scaling_section(path: Path | None) -> list[str]:
             job = next(iter(cell["jobs"].values()))
             rows.append(
                 [work, _num(res.get("measured_cpu_s")), slots,
-                 _num(job.get("spark_jobs_per_min"), ".1f"),
+                 _num(job.get("spark_jobs_per_min"), ".1f"), _num(job.get("task_cpus")),
                  _num(cell.get("utilisation", {}).get("cpu_busy")),
                  _num((cell.get("loadavg_before") or [math.nan])[0], ".1f")]
             )  # fmt: skip
     head = ["CPU s / iteration (nominal)", "measured", "slots", "Spark jobs / min",
-            "CPUs busy (run)", "load before"]  # fmt: skip
+            "CPUs (tasks)", "CPUs busy (run)", "load before"]  # fmt: skip
     lines = [f"### Scaling of one job ({data.get('physical_cpus', '?')} physical CPUs)", ""]
     lines += _table(head, rows)
     overhead = data.get("overhead") or {}

@@ -87,7 +87,7 @@ def test_rows_for_measures_its_way_to_the_asked_iteration_cost(scaling) -> None:
 
 def _single(ipm: float, busy: float) -> dict:
     return {
-        "jobs": {"j": {"spark_jobs_per_min": ipm}},
+        "jobs": {"j": {"spark_jobs_per_min": ipm, "task_cpus": busy - 0.1}},
         "utilisation": {"cpu_busy": busy},
         "loadavg_before": [1.5, 1.0, 1.0],
     }
@@ -223,3 +223,24 @@ def test_lone_job_out_of_budget_runs_without_waiting_for_a_tick(tmp_path: Path) 
     assert ctx.map_reduce(_sum_block, 1.0) == (40.0, 80.0)
     assert ctx.map_reduce(_sum_block, 1.0, blocks=[0, 7]) == (10.0, 20.0)
     assert sc.tasks == [3, 2]
+
+
+def test_worker_daemon_freezes_its_imports_before_forking(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    import pyspark.daemon
+
+    from slaq.spark.context import daemon_main
+
+    seen = []
+    # PySpark's manager() forks the workers: by then the daemon's objects must be frozen, or
+    # every reused worker's gc.collect() after a task walks them all (~44 ms of CPU each).
+    monkeypatch.setattr(pyspark.daemon, "manager", lambda: seen.append(gc.get_freeze_count()))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, os.environ.get(name, "1"))
+    gc.unfreeze()
+    try:
+        daemon_main()
+    finally:
+        gc.unfreeze()
+    assert len(seen) == 1 and seen[0] > 10_000
