@@ -388,10 +388,16 @@ def plot_scaling(json_path: Path, png_path: Path) -> None:
         ax.set_xlabel("task slots held by the job")
         ax.set_xticks(xs)
     ax_speed.set_ylabel("speed-up over 1 slot (Spark jobs/min)")
-    ax_cpu.set_ylabel("CPUs: tasks' process_time (o), all run processes (x)")
+    ax_cpu.set_ylabel("CPUs used")
+    ax_cpu.plot([], [], "o-", color="grey", label="CPUs: the tasks' own (process_time)")
+    ax_cpu.plot([], [], "x:", color="grey", label="CPUs: every process of the run")
     if loads:  # other tenants' load caps what a job can get: say how busy the machine was
         fig.suptitle(f"1-min load average {min(loads):.1f}-{max(loads):.1f} on {cpus} CPUs")
     handles, labels = ax_speed.get_legend_handles_labels()
+    for handle, label in zip(*ax_cpu.get_legend_handles_labels(), strict=True):
+        if label.startswith("CPUs:"):  # the markers' key; the ideal line is already listed
+            handles.append(handle)
+            labels.append(label)
     fig.legend(handles, labels, loc="outside lower center", ncols=2)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=150)
