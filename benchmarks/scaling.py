@@ -312,14 +312,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     mode = dict(MODES["quick" if args.quick else "full"])
     args.full = not args.quick
+    if args.hold is not None and args.hold <= 0:
+        parser.error(f"--hold must be positive seconds, got {args.hold}")
     if args.hold:
         mode["hold"] = args.hold
     if args.works:
         mode["works"] = tuple(float(w) for w in args.works.split(","))
         if not all(w > 0 for w in mode["works"]):
             parser.error(f"--works must be positive CPU seconds, got {args.works}")
-    if args.hold is not None and args.hold <= 0:
-        parser.error(f"--hold must be positive seconds, got {args.hold}")
     summary: dict[str, Any] = {
         "benchmark": "scaling",
         "mode": "quick" if args.quick else "full",
