@@ -109,7 +109,7 @@ class SlaqRun:
     def wait_for_tasks(self) -> None:
         """Block until the run's Python workers exist, i.e. Spark tasks are running."""
         wait_until(
-            lambda: has_process(self.tag, "slaq.spark.context", "pyspark.daemon"),
+            lambda: has_process(self.tag, "slaq.spark.daemon", "pyspark.daemon"),
             240,
             f"Python workers of the run; log: {self.text[-2000:]}",
         )

@@ -12,6 +12,7 @@ import pytest
 
 from slaq.blocks import write_blocks
 from slaq.spark.context import IterationTiming, iteration_timing, run_partition
+from slaq.spark.params import ParamsFile
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -39,6 +40,11 @@ def test_run_partition_reports_data_and_compute_and_sums_every_item(tmp_path: Pa
     assert t1 >= t0 and cpu_s >= 0.0
     assert data_s >= 0.0 and compute_s >= 0.0
     assert data_s + compute_s <= (t1 - t0) + 1e-3
+    # A live job's tasks get a ParamsFile: the same sums from the parameters it last wrote.
+    params = ParamsFile(str(tmp_path / "params.pkl"))
+    params.write(3.0)
+    [(acc_file, *_)] = list(run_partition(_sum_block, params, str(blockset.directory), items))
+    assert acc_file == (13.0, pytest.approx(3.0 * rows.sum()))
 
 
 def test_iteration_timing_follows_the_task_that_finished_last() -> None:
@@ -171,7 +177,10 @@ class _FakeRDD:
         self.items, self.n, self.fn = items, n, fn
         self._jrdd = object()
 
+    built = 0  # task RDDs made by mapPartitions, over all instances
+
     def mapPartitions(self, fn):  # noqa: N802 - PySpark's name
+        _FakeRDD.built += 1
         return _FakeRDD(self.items, self.n, fn)
 
     def collect(self) -> list:
@@ -208,8 +217,8 @@ def test_lone_job_out_of_budget_runs_without_waiting_for_a_tick(tmp_path: Path) 
     sc = _FakeSC()
     ctx = SparkTrainContext(
         sc=sc, state=state, gate=gate, items=[(i, 0, 5) for i in range(8)],
-        directory=str(blockset.directory), run_id="r", policy="p", clock=lambda: 0.0,
-        trace=[], on_change=lambda: None,
+        directory=str(blockset.directory), params_file=str(tmp_path / "j.params"), run_id="r",
+        policy="p", clock=lambda: 0.0, trace=[], on_change=lambda: None,
     )  # fmt: skip
     acc = ctx.map_reduce(_sum_block, 1.0)
     assert acc == (40.0, 80.0)
@@ -219,10 +228,13 @@ def test_lone_job_out_of_budget_runs_without_waiting_for_a_tick(tmp_path: Path) 
     assert gate.balance_s == pytest.approx(0.5 - ctx.cpu_s_total)
     [timing] = ctx.timings
     assert timing.tasks == 3 and timing.pids == 1
-    # Full-data iterations reuse the parallelized items; a mini-batch gets its own.
-    assert ctx.map_reduce(_sum_block, 1.0) == (40.0, 80.0)
+    # Full-data iterations reuse the items and the task RDD, with the parameters of the call;
+    # a mini-batch gets its own.
+    built = _FakeRDD.built
+    assert ctx.map_reduce(_sum_block, 2.0) == (40.0, 160.0)
+    assert _FakeRDD.built == built
     assert ctx.map_reduce(_sum_block, 1.0, blocks=[0, 7]) == (10.0, 20.0)
-    assert sc.tasks == [3, 2]
+    assert sc.tasks == [3, 2] and _FakeRDD.built == built + 1
 
 
 def test_worker_daemon_freezes_its_imports_before_forking(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,7 +242,7 @@ def test_worker_daemon_freezes_its_imports_before_forking(monkeypatch: pytest.Mo
 
     import pyspark.daemon
 
-    from slaq.spark.context import daemon_main
+    from slaq.spark.daemon import daemon_main
 
     seen = []
     # PySpark's manager() forks the workers: by then the daemon's objects must be frozen, or

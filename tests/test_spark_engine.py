@@ -22,6 +22,7 @@ from slaq.spark.engine import (
     job_items,
     run_live,
 )
+from slaq.spark.procs import APP_JVM_FLAGS, JVM_FLAGS
 from slaq.traces import ALLOCATION_SCHEMA, TRACE_SCHEMA, read_allocations, read_run, read_trace
 from slaq.workload import parse_workload
 from tests.conftest import driver_jvms, running
@@ -264,6 +265,29 @@ class TestOnASharedSparkContext:
     def test_end_to_end(self, spark_cluster, shared_sc, tmp_path, policy_name):
         out = run_tiny(spark_cluster, tmp_path, policy_name, shared_sc)
         assert read_run(out)["spark_context_shared"]
+
+    def test_driver_and_executors_compile_early_and_daemons_do_not(self, spark_cluster, shared_sc):
+        """The driver and executor JVMs get APP_JVM_FLAGS; the master and workers JVM_FLAGS."""
+        jvms = {"driver": [], "executor": [], "daemon": []}
+        for pid in driver_jvms():
+            jvms["driver"].append(psutil.Process(pid).cmdline())
+        for pid in spark_cluster.pids:
+            daemon = psutil.Process(pid)
+            jvms["daemon"].append(daemon.cmdline())
+            for child in daemon.children(recursive=True):
+                try:
+                    cmdline = child.cmdline()
+                except psutil.Error:  # e.g. a finished helper process, not yet reaped
+                    continue
+                if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in cmdline:
+                    jvms["executor"].append(cmdline)
+        assert len(jvms["driver"]) == 1 and len(jvms["executor"]) == 2, jvms
+        assert len(jvms["daemon"]) == 3, jvms
+        for kind, cmdlines in jvms.items():
+            flags = (JVM_FLAGS if kind == "daemon" else APP_JVM_FLAGS).split()
+            for cmdline in cmdlines:
+                assert all(flag in cmdline for flag in flags), (kind, cmdline)
+                assert kind != "daemon" or not any("CompileThreshold" in a for a in cmdline)
 
 
 @pytest.mark.spark

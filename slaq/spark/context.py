@@ -10,7 +10,6 @@ budget, abort) lives in :class:`JobGate`, shared with the engine's scheduler loo
 from __future__ import annotations
 
 import functools
-import gc
 import math
 import os
 import threading
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from slaq.algorithms.base import StopTraining
 from slaq.blocks import add_partials, load_block
+from slaq.spark.params import ParamsFile
 
 if TYPE_CHECKING:  # driver-only imports (pandas, pyarrow) stay out of the Python workers
     from slaq.jobstate import JobState
@@ -52,6 +52,10 @@ def run_partition(
     cpu0 = time.process_time()
     acc = None
     data_s = compute_s = 0.0
+    if isinstance(params, ParamsFile):  # a live job's tasks read its parameters from a file
+        t_a = time.perf_counter()
+        params = params.load()
+        data_s = time.perf_counter() - t_a
     for block_id, start, stop in items:
         t_a = time.perf_counter()
         X, y = load_block(directory, block_id)
@@ -193,6 +197,7 @@ class SparkTrainContext:
         gate: JobGate,
         items: Sequence[Item],
         directory: str,
+        params_file: str,
         run_id: str,
         policy: str,
         clock: Callable[[], float],
@@ -205,6 +210,7 @@ class SparkTrainContext:
         self.gate = gate
         self.items = list(items)
         self.directory = directory
+        self.params = ParamsFile(params_file)
         self.run_id = run_id
         self.policy = policy
         self.clock = clock
@@ -220,6 +226,7 @@ class SparkTrainContext:
         # One record per Spark job, for the scaling benchmark's breakdown (a few floats each).
         self.timings: list[IterationTiming] = []
         self._full_rdds: dict[int, Any] = {}  # the job's items as an RDD, per task count
+        self._job_rdds: dict[tuple[Any, int], Any] = {}  # full-data task RDDs, per (fn, tasks)
 
     def _items_rdd(self, selected: Sequence[Item], tasks: int, full: bool) -> Any:
         """The items as an RDD of ``tasks`` partitions; built once per task count for all items.
@@ -233,6 +240,21 @@ class SparkTrainContext:
         rdd = self._full_rdds.get(tasks)
         if rdd is None:
             rdd = self._full_rdds[tasks] = self.sc.parallelize(selected, tasks)
+        return rdd
+
+    def _task_rdd(self, fn: Callable, selected: Sequence[Item], tasks: int, full: bool) -> Any:
+        """The RDD whose ``collect()`` runs ``fn`` over the items with the current parameters.
+
+        The tasks read the parameters from the job's file (slaq.spark.params), so a full-data
+        RDD is built once per function and task count and every later iteration reuses it.
+        """
+        rdd = self._job_rdds.get((fn, tasks)) if full else None
+        if rdd is None:
+            task = functools.partial(run_partition, fn, self.params, self.directory)
+            rdd = self._items_rdd(selected, tasks, full).mapPartitions(task)
+            rdd._jrdd  # noqa: B018 - builds the Java RDD (pickles the closure) now, timed
+            if full:
+                self._job_rdds[(fn, tasks)] = rdd
         return rdd
 
     # --------------------------------------------------------------- TrainContext protocol
@@ -288,9 +310,8 @@ class SparkTrainContext:
             )
             t0 = self.clock()
             t_request = time.time()
-            task = functools.partial(run_partition, fn, params, self.directory)
-            rdd = self._items_rdd(selected, tasks, full=blocks is None).mapPartitions(task)
-            rdd._jrdd  # noqa: B018 - builds the Java RDD (pickles the closure) to time submission
+            self.params.write(params)
+            rdd = self._task_rdd(fn, selected, tasks, full=blocks is None)
             t_submitted = time.time()
             results = rdd.collect()
         finally:
@@ -361,29 +382,3 @@ def _is_number(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def daemon_main() -> None:
-    """PySpark daemon (``spark.python.daemon.module``) that imports the numeric stack once.
-
-    Every Python worker is forked from the daemon, so importing numpy, scipy and the trainers
-    here saves each worker a few CPU seconds of imports at start-up.
-    """
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        # BLAS thread pools must not exist before the daemon forks (and a task is one slot).
-        os.environ.setdefault(name, "1")
-    import pyspark.worker  # noqa: F401
-    from pyspark.daemon import manager
-
-    import slaq.algorithms  # noqa: F401
-    import slaq.spark.context  # noqa: F401
-
-    # PySpark's daemon runs gc.collect() in a reused worker after every task; over the objects
-    # these imports create that took 44 ms of CPU per task (docs/design.md §7). Frozen objects are
-    # skipped by later collections in the daemon and in every worker it forks.
-    gc.freeze()
-    manager()
-
-
-if __name__ == "__main__":
-    daemon_main()

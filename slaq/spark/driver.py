@@ -61,6 +61,8 @@ class LiveDriver:
     webui_url: str | None = None
     max_time_s: float | None = None
     lost_capacity_timeout_s: float | None = None
+    # Where each job's tasks read its current parameters (slaq.spark.params); executors see it.
+    params_dir: str | None = None
     # Called on a job's thread after each loss it reports (the loop's ModelBook.fit_reported).
     on_loss: Callable[[JobState], None] | None = None
     trace: list[TraceRow] = field(default_factory=list)
@@ -153,6 +155,8 @@ class LiveDriver:
     def _job_main(self, job: LiveJob) -> None:
         sc = self.spark.sc
         try:
+            if self.params_dir is None:
+                raise ValueError("LiveDriver.params_dir is not set: tasks could not read params")
             sc.setLocalProperty("spark.scheduler.pool", job.spec.job_id)
             job.ctx = SparkTrainContext(
                 sc=sc,
@@ -160,6 +164,8 @@ class LiveDriver:
                 gate=job.gate,
                 items=job.items,
                 directory=str(job.data.blockset.directory),
+                # By position: job ids need not be valid file names.
+                params_file=f"{self.params_dir}/job-{list(self.jobs).index(job.spec.job_id)}.pkl",
                 run_id=self.run_id,
                 policy=self.policy_name,
                 clock=self.now,

@@ -230,6 +230,7 @@ class LiveRun:
             webui_url=self.webui_url,
             max_time_s=self.max_time_s,
             lost_capacity_timeout_s=self.lost_capacity_timeout_s,
+            params_dir=str(scratch),
         )
         self._utilisation = run_sampler(spark.sc, driver.now, self.physical_cores)
         step = DecisionStep(self.policy, run_id, self.epoch_s, fit_on_report=True)

@@ -32,6 +32,14 @@ LOOPBACK = "127.0.0.1"
 # collector start a cluster and context in ~22 s instead of ~38 s and cut an 8-task Spark job
 # from ~0.65 s to ~0.48 s on a 2-CPU machine (/tmp probe, 2 runs each, alternated).
 JVM_FLAGS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# The driver and executors run the same scheduling and task-launch code for every Spark job, but
+# a job runs each such method only once or a few times, so at the default thresholds (compile
+# after ~200 calls) it stays interpreted for hundreds of jobs: their CPU per 8-task job fell
+# from ~540 ms to ~150 ms over the first 2.5 minutes of a run. Compiling at 1/20 of the
+# thresholds gets there within the first minute (~135 ms from the second 20 s cell on) for
+# ~2-3 s more context start-up (benchmarks/scaling.py, docs/design.md §7). The master and
+# workers do little per job, so their start-up keeps the default thresholds.
+APP_JVM_FLAGS = f"{JVM_FLAGS} -XX:CompileThresholdScaling=0.05"
 _PR_SET_PDEATHSIG = 1
 
 

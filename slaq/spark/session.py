@@ -27,7 +27,7 @@ import pyarrow as pa
 from slaq.spark.auth import driver_secret
 from slaq.spark.context import warm_partition
 from slaq.spark.procs import (
-    JVM_FLAGS,
+    APP_JVM_FLAGS,
     LOOPBACK,
     children_since,
     free_port,
@@ -137,10 +137,10 @@ def start_spark_context(
         # Tasks carry block ids only; waiting for a "local" slot would just idle cores.
         "spark.locality.wait": "0s",
         "spark.python.worker.reuse": "true",
-        "spark.python.daemon.module": "slaq.spark.context",
+        "spark.python.daemon.module": "slaq.spark.daemon",
         "spark.ui.showConsoleProgress": "false",
-        "spark.driver.extraJavaOptions": JVM_FLAGS,
-        "spark.executor.extraJavaOptions": JVM_FLAGS,
+        "spark.driver.extraJavaOptions": APP_JVM_FLAGS,
+        "spark.executor.extraJavaOptions": APP_JVM_FLAGS,
         "spark.ui.port": str(free_port()),
         "spark.ui.retainedStages": "100000" if task_log else "1000",
         "spark.ui.retainedJobs": "100000" if task_log else "1000",
