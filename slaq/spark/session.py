@@ -138,6 +138,11 @@ def start_spark_context(
         "spark.locality.wait": "0s",
         "spark.python.worker.reuse": "true",
         "spark.python.daemon.module": "slaq.spark.daemon",
+        # Unix sockets to the Python workers: over loopback TCP a task whose command and input
+        # come as two small writes waited ~40 ms (Nagle's algorithm behind a delayed ACK) when
+        # its worker had had another task within ~200 ms (docs/design.md §7). The socket files
+        # go to the JVM's temp directory, connectable by this user only (umask).
+        "spark.python.unix.domain.socket.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.extraJavaOptions": APP_JVM_FLAGS,
         "spark.executor.extraJavaOptions": APP_JVM_FLAGS,
