@@ -131,7 +131,30 @@ def start_spark_context(
     t0 = time.monotonic()
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    settings = {
+    settings = _engine_settings(executor_memory, task_log)
+    if pools_file is not None:
+        settings["spark.scheduler.allocation.file"] = str(pools_file)
+    for name in SINGLE_THREAD_ENV:
+        settings[f"spark.executorEnv.{name}"] = "1"
+    settings.update(_bind_and_auth(master_url, driver_host, auth_secret is not None))
+    conf = SparkConf().setMaster(master_url).setAppName(app_name)
+    for key, value in settings.items():
+        conf.set(key, value)
+    sc = _create_context(conf, auth_secret)
+    try:
+        sc.setLogLevel("WARN")
+        log.info("SparkContext created in %.1fs", time.monotonic() - t0)
+        _await_executors(sc, master_url, total_cores, executor_memory, ready_timeout_s)
+        log.info("executors registered after %.1fs", time.monotonic() - t0)
+    except BaseException:
+        stop_spark_context(sc)
+        raise
+    return sc
+
+
+def _engine_settings(executor_memory: str, task_log: bool) -> dict[str, str]:
+    """The engine's Spark settings that depend on neither the master nor authentication."""
+    return {
         "spark.scheduler.mode": "FAIR",
         "spark.executor.memory": executor_memory,
         # Tasks carry block ids only; waiting for a "local" slot would just idle cores.
@@ -151,24 +174,6 @@ def start_spark_context(
         "spark.ui.retainedJobs": "100000" if task_log else "1000",
         "spark.ui.retainedTasks": "1000000" if task_log else "100000",
     }
-    if pools_file is not None:
-        settings["spark.scheduler.allocation.file"] = str(pools_file)
-    for name in SINGLE_THREAD_ENV:
-        settings[f"spark.executorEnv.{name}"] = "1"
-    settings.update(_bind_and_auth(master_url, driver_host, auth_secret is not None))
-    conf = SparkConf().setMaster(master_url).setAppName(app_name)
-    for key, value in settings.items():
-        conf.set(key, value)
-    sc = _create_context(conf, auth_secret)
-    try:
-        sc.setLogLevel("WARN")
-        log.info("SparkContext created in %.1fs", time.monotonic() - t0)
-        _await_executors(sc, master_url, total_cores, executor_memory, ready_timeout_s)
-        log.info("executors registered after %.1fs", time.monotonic() - t0)
-    except BaseException:
-        stop_spark_context(sc)
-        raise
-    return sc
 
 
 def _bind_and_auth(master_url: str, driver_host: str | None, auth: bool) -> dict[str, str]:
