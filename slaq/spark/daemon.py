@@ -9,6 +9,9 @@ from __future__ import annotations
 import gc
 import os
 
+# BLAS thread-pool sizes for every Python worker (the executors' environment sets them too).
+SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
 
 def daemon_main() -> None:
     """PySpark daemon (``spark.python.daemon.module``) that imports the numeric stack once.
@@ -16,7 +19,7 @@ def daemon_main() -> None:
     Every Python worker is forked from the daemon, so importing numpy, scipy and the trainers
     here saves each worker a few CPU seconds of imports at start-up.
     """
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in SINGLE_THREAD_ENV:
         # BLAS thread pools must not exist before the daemon forks (and a task is one slot).
         os.environ.setdefault(name, "1")
     import pyspark.worker  # noqa: F401

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from slaq.spark.auth import driver_secret
 from slaq.spark.context import warm_partition
+from slaq.spark.daemon import SINGLE_THREAD_ENV
 from slaq.spark.procs import (
     APP_JVM_FLAGS,
     LOOPBACK,
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 logging.getLogger("py4j").setLevel(logging.WARNING)
 
 TASK_LOG_FILE = "spark_tasks.parquet"
-# Executor-side Python must not multi-thread BLAS: a task is meant to use one slot.
-SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 TASK_LOG_SCHEMA = pa.schema(
     [
         ("job_id", pa.string()),
@@ -134,7 +133,7 @@ def start_spark_context(
     settings = _engine_settings(executor_memory, task_log)
     if pools_file is not None:
         settings["spark.scheduler.allocation.file"] = str(pools_file)
-    for name in SINGLE_THREAD_ENV:
+    for name in SINGLE_THREAD_ENV:  # executor-side BLAS single-threaded: a task is one slot
         settings[f"spark.executorEnv.{name}"] = "1"
     settings.update(_bind_and_auth(master_url, driver_host, auth_secret is not None))
     conf = SparkConf().setMaster(master_url).setAppName(app_name)
